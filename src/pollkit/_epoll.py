@@ -1,0 +1,209 @@
+"""The epoll driver.
+
+Facts about epoll(7) and what they mean here:
+
+* **epoll watches open file descriptions, not fd numbers.**  A registration
+  is keyed by the pair (fd number, open file description) and lives as long
+  as the *description* is open.  Closing an fd removes its registration only
+  if no duplicate (``dup()``, ``fork()``, ``SCM_RIGHTS``) keeps the
+  description open; otherwise epoll goes on reporting the closed fd number,
+  and ``epoll_ctl(DEL)`` on it fails with ``EBADF``.  So: unregister *before*
+  closing.  pollkit makes the late ``unregister()`` succeed quietly (``EBADF``
+  and ``ENOENT`` both mean "the kernel no longer has this pair"), but it
+  cannot stop events for a still-open duplicate.
+* **A closed fd vanishes silently.**  Unlike poll's ``POLLNVAL``, epoll says
+  nothing when a watched fd is closed, so this driver never reports
+  ``INVALID``; the registry keeps the stale entry until ``unregister()``.
+* **The kernel filters for us.**  epoll reports only the bits asked for plus
+  ``EPOLLERR``/``EPOLLHUP``, and ``EPOLLRDHUP``/``EPOLLPRI`` only when asked,
+  which is exactly pollkit's "interest in, interest out" rule; ``poll()`` can
+  return the kernel's list untouched.  The waker's fd is the only thing to
+  remove, and its token list says when that is needed (see ``_waker.py``).
+* **EPOLLEXCLUSIVE** may be given only at ``EPOLL_CTL_ADD``, with ``EPOLLIN``,
+  ``EPOLLOUT``, ``EPOLLET`` (and ``EPOLLWAKEUP``), and ``EPOLL_CTL_MOD`` of
+  such a registration fails with ``EINVAL``.  ``modify()`` therefore deletes
+  and re-adds it, restoring the old registration if the add fails.
+* **Regular files and directories** cannot be watched (``EPERM``): they are
+  always ready.  The error says to use the poll or select driver.
+* **Timeouts** are whole milliseconds; CPython rounds up, so a 0.1 ms timeout
+  waits 1 ms instead of spinning, and it retries after ``EINTR`` with the
+  remaining time (PEP 475).
+* **fork()** shares the epoll instance with the child: a child's
+  ``epoll_ctl`` would change the parent's set.  The base class refuses every
+  call but ``close()`` in the child; closing the child's copy of the epoll fd
+  leaves the parent's set alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+from typing import TYPE_CHECKING
+
+from ._base import Poller, Registration, to_fd
+from ._events import INPUT_EVENTS
+from .errors import AlreadyRegisteredError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["EpollPoller"]
+
+# Flags pollkit adds to an event mask; select has them on Linux only.
+_EPOLLONESHOT: int = getattr(select, "EPOLLONESHOT", 1 << 30)
+_EPOLLET: int = getattr(select, "EPOLLET", 1 << 31)
+_EPOLLEXCLUSIVE: int = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
+_GONE = (errno.EBADF, errno.ENOENT)
+
+
+def _kernel_mask(registration: Registration) -> int:
+    mask = registration.events
+    if registration.oneshot:
+        mask |= _EPOLLONESHOT
+    if registration.edge:
+        mask |= _EPOLLET
+    if registration.exclusive:
+        mask |= _EPOLLEXCLUSIVE
+    return mask
+
+
+class EpollPoller(Poller):
+    """The epoll(7) driver: O(ready) per call, native oneshot, edge and exclusive."""
+
+    name = "epoll"
+    features = frozenset({"oneshot", "edge", "exclusive", "read_hangup", "fileno"})
+
+    def __init__(self, *, _epoll: select.epoll | None = None) -> None:
+        # CPython opens the epoll fd with EPOLL_CLOEXEC.
+        self._epoll = select.epoll() if _epoll is None else _epoll
+        try:
+            super().__init__()
+            self._epoll.register(self._waker.read_fd, select.EPOLLIN)
+        except BaseException:
+            self._epoll.close()
+            raise
+        self._kernel_poll = self._epoll.poll
+
+    @classmethod
+    def fromfd(cls, fd: int) -> Self:
+        """Adopt an existing epoll fd, e.g. one inherited across ``exec``.
+
+        The poller takes ownership: ``close()`` closes ``fd``, which is made
+        non-inheritable.  Linux has no system call that lists an epoll set,
+        so pollkit reads ``/proc/self/fdinfo/<fd>`` and adopts every fd
+        registered there, with its events and oneshot/edge/exclusive flags;
+        entries registered with a ``data`` word other than the fd number are
+        re-registered so that ``poll()`` reports their fd.  Without ``/proc``
+        the registry starts empty: events of earlier registrations are still
+        reported, and ``register()`` of one of them raises
+        :class:`AlreadyRegisteredError`.  Registrations for fds that are not
+        open in this process cannot be taken over and are left as they are.
+        """
+        fd = to_fd(fd)
+        try:
+            epoll = select.epoll.fromfd(fd)
+        except OSError as exc:
+            raise InvalidArgumentError(f"fd {fd} cannot be adopted as an epoll fd: {exc}") from exc
+        os.set_inheritable(fd, False)
+        poller = cls(_epoll=epoll)
+        poller._adopt_existing()
+        return poller
+
+    def _adopt_existing(self) -> None:
+        try:
+            with open(f"/proc/self/fdinfo/{self._epoll.fileno()}") as info:
+                lines = info.read().splitlines()
+        except OSError:
+            return
+        waker_fd = self._waker.read_fd
+        for line in lines:
+            fields = line.split()
+            if not fields or fields[0] != "tfd:":
+                continue
+            try:
+                target = int(fields[1])
+                mask = int(fields[fields.index("events:") + 1], 16)
+                data = int(fields[fields.index("data:") + 1], 16)
+            except (ValueError, IndexError):  # an fdinfo format we do not know
+                continue
+            if target == waker_fd:
+                continue
+            registration = Registration(
+                mask & INPUT_EVENTS,
+                oneshot=bool(mask & _EPOLLONESHOT),
+                edge=bool(mask & _EPOLLET),
+                exclusive=bool(mask & _EPOLLEXCLUSIVE),
+            )
+            if data != target:
+                try:
+                    # epoll.modify() stores the fd number as the data word.
+                    self._epoll.modify(target, mask & ~_EPOLLEXCLUSIVE)
+                except OSError:
+                    continue
+            self._registry[target] = registration
+
+    def poll(
+        self, timeout: float | None = None, max_events: int | None = None
+    ) -> list[tuple[int, int]]:
+        # The hot path: a few tests, the system call, the kernel's own list.
+        if max_events is None and (timeout is None or timeout >= 0):
+            try:
+                ready: list[tuple[int, int]] = self._kernel_poll(timeout)
+            except OverflowError:  # a timeout longer than epoll_wait() can take
+                return self._poll_slow(timeout, max_events)
+            if self._wake_tokens:
+                return self._without_waker(ready)
+            return ready
+        return self._poll_slow(timeout, max_events)
+
+    def _poll_checked(
+        self, timeout: float | None, max_events: int | None
+    ) -> list[tuple[int, int]]:
+        ready: list[tuple[int, int]] = self._kernel_poll(
+            timeout, -1 if max_events is None else max_events
+        )
+        if self._wake_tokens:
+            return self._without_waker(ready)
+        return ready
+
+    def fileno(self) -> int:
+        self._check_usable()
+        return self._epoll.fileno()
+
+    def _kernel_add(self, fd: int, registration: Registration) -> None:
+        try:
+            self._epoll.register(fd, _kernel_mask(registration))
+        except FileExistsError:
+            raise AlreadyRegisteredError(
+                f"fd {fd} is in the kernel's epoll set but not in this poller's registry "
+                "(registered before fromfd(), or a duplicate of a closed fd is still open)"
+            ) from None
+        except PermissionError as exc:
+            raise PermissionError(
+                exc.errno,
+                f"epoll cannot watch fd {fd}: regular files and directories are always "
+                "ready and epoll refuses them; use the poll or select driver",
+            ) from None
+
+    def _kernel_modify(self, fd: int, old: Registration, new: Registration) -> None:
+        if not old.exclusive:
+            self._epoll.modify(fd, _kernel_mask(new))
+            return
+        # EPOLL_CTL_MOD refuses exclusive registrations: delete and add again.
+        self._epoll.unregister(fd)
+        try:
+            self._epoll.register(fd, _kernel_mask(new))
+        except BaseException:
+            self._epoll.register(fd, _kernel_mask(old))
+            raise
+
+    def _kernel_remove(self, fd: int, registration: Registration) -> None:
+        try:
+            self._epoll.unregister(fd)
+        except OSError as exc:
+            if exc.errno not in _GONE:
+                raise
+
+    def _kernel_close(self) -> None:
+        self._epoll.close()

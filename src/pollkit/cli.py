@@ -1,0 +1,130 @@
+"""The ``pollkit`` command line: ``info``, ``echo``, ``client`` and more.
+
+Every subcommand lives in a module with an ``add_commands(subparsers)``
+function that adds its parser and sets ``func`` to a callable taking the
+parsed namespace and returning the exit status.  A bad command line prints one
+line on stderr and exits 2; a runtime failure prints one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import resource
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from . import __version__
+from ._backends import BACKENDS, ENV_VAR, backend_status, resolve_backend_name
+from .errors import PollkitError
+
+__all__ = ["ArgumentParser", "main"]
+
+#: Modules that contribute subcommands besides ``info``.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, never a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (try --help)\n")
+
+
+def backend_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--backend`` option every command shares."""
+    parser.add_argument(
+        "--backend",
+        metavar="NAME",
+        default=None,
+        help=f"driver: {', '.join(BACKENDS)} or auto (default: ${ENV_VAR}, else auto)",
+    )
+
+
+def info_report() -> dict[str, object]:
+    """What ``pollkit info`` prints, as data."""
+    from ._select import FD_SETSIZE
+
+    status = backend_status()
+    try:
+        default: str | None = resolve_backend_name(None)
+    except PollkitError:
+        default = None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return {
+        "version": __version__,
+        "default": default,
+        "env": {ENV_VAR: __import__("os").environ.get(ENV_VAR)},
+        "fd_setsize": FD_SETSIZE,
+        "rlimit_nofile": {"soft": soft, "hard": hard},
+        "drivers": [
+            {
+                "name": name,
+                "available": reason is None,
+                "reason": reason,
+                "features": sorted(_driver_class(name).features),
+            }
+            for name, reason in status.items()
+        ],
+    }
+
+
+def _driver_class(name: str) -> type:
+    from ._epoll import EpollPoller
+    from ._poll import PollPoller
+    from ._select import SelectPoller
+
+    return {"epoll": EpollPoller, "poll": PollPoller, "select": SelectPoller}[name]
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    report = info_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"pollkit {report['version']}")
+    for driver in report["drivers"]:  # type: ignore[attr-defined]  # built just above as a list of dicts
+        state = "available" if driver["available"] else f"unavailable ({driver['reason']})"
+        features = ", ".join(driver["features"]) or "-"
+        print(f"  {driver['name']:<7} {state}; features: {features}")
+    default = report["default"] or "none (no driver opens)"
+    print(f"default:        {default}  (${ENV_VAR}={report['env'][ENV_VAR] or ''})")  # type: ignore[index]  # a dict built above
+    print(f"FD_SETSIZE:     {report['fd_setsize']}  (select cannot watch fds at or above it)")
+    limit = report["rlimit_nofile"]
+    print(f"RLIMIT_NOFILE:  soft {limit['soft']}, hard {limit['hard']}")  # type: ignore[index]  # a dict built above
+    return 0
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="pollkit", description="Readiness-based I/O on Linux: epoll, poll and select."
+    )
+    parser.add_argument("--version", action="version", version=f"pollkit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    info = commands.add_parser(
+        "info", help="list the drivers, which are available and why, and the limits"
+    )
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_run_info)
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except PollkitError as exc:
+        print(f"pollkit {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
