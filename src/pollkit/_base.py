@@ -106,13 +106,9 @@ def check_timeout(timeout: float | None) -> None:
     if timeout is None:
         return
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
-        raise InvalidArgumentError(
-            f"timeout must be a number of seconds or None, not {timeout!r}"
-        )
+        raise InvalidArgumentError(f"timeout must be a number of seconds or None, not {timeout!r}")
     if timeout < 0 or math.isnan(timeout):
-        raise InvalidArgumentError(
-            f"timeout must be >= 0 seconds or None (block), not {timeout!r}"
-        )
+        raise InvalidArgumentError(f"timeout must be >= 0 seconds or None (block), not {timeout!r}")
 
 
 def check_max_events(max_events: int) -> int:
@@ -362,7 +358,9 @@ class Poller(ABC):
         try:
             return self._registry[fd]
         except KeyError:
-            raise NotRegisteredError(f"fd {fd} is not registered with this {self.name} poller") from None
+            raise NotRegisteredError(
+                f"fd {fd} is not registered with this {self.name} poller"
+            ) from None
 
     def __repr__(self) -> str:
         if self._closed:
@@ -378,7 +376,7 @@ class Poller(ABC):
         if not getattr(self, "_closed", True):
             try:
                 self.close()
-            except Exception:  # noqa: S110  # interpreter shutdown may have torn down modules
+            except Exception:  # noqa: BLE001, S110  # at interpreter shutdown modules may be gone
                 pass
 
     # -- what drivers implement -------------------------------------------------
@@ -398,7 +396,7 @@ class Poller(ABC):
 
     # -- shared helpers ---------------------------------------------------------
 
-    def _check_fd_range(self, fd: int) -> None:
+    def _check_fd_range(self, fd: int) -> None:  # noqa: B027  # an optional hook, not abstract
         """Refuse an fd the driver cannot watch (select overrides this)."""
 
     def _check_events(self, fd: int, events: int) -> int:
@@ -468,14 +466,10 @@ class Poller(ABC):
             self._kernel_poll = _raiser(self._state_error())
 
     @abstractmethod
-    def _poll_checked(
-        self, timeout: float | None, max_events: int | None
-    ) -> list[tuple[int, int]]:
+    def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:
         """``poll()`` with arguments already checked and ``timeout`` kernel-sized."""
 
-    def _poll_slow(
-        self, timeout: float | None, max_events: int | None
-    ) -> list[tuple[int, int]]:
+    def _poll_slow(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:
         """``poll()`` for the rare cases: ``max_events``, odd or very long timeouts."""
         self._check_usable()
         check_timeout(timeout)
@@ -520,4 +514,3 @@ class Poller(ABC):
         taken = rotated[:max_events]
         self._fair_cursor = taken[-1][0]
         return taken
-

@@ -68,6 +68,30 @@ def _kernel_mask(registration: Registration) -> int:
     return mask
 
 
+def _check_epoll_fd(fd: int) -> None:
+    """Raise ``InvalidArgumentError`` unless ``fd`` is an open epoll fd; never close it."""
+    try:
+        # Probe a duplicate, so that closing the probe leaves ``fd`` open.
+        probe = select.epoll.fromfd(os.dup(fd))
+    except OSError as exc:
+        raise InvalidArgumentError(f"fd {fd} cannot be adopted as an epoll fd: {exc}") from exc
+    read_end, write_end = os.pipe()
+    try:
+        # EPOLL_CTL_DEL of a fresh pipe fails with ENOENT on an epoll fd and
+        # with EINVAL on anything else, and changes nothing either way.
+        probe.unregister(read_end)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"fd {fd} is not an epoll fd ({exc}); it was left open; pass an epoll fd"
+        ) from exc
+    finally:
+        probe.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
 class EpollPoller(Poller):
     """The epoll(7) driver: O(ready) per call, native oneshot, edge and exclusive."""
 
@@ -101,10 +125,10 @@ class EpollPoller(Poller):
         open in this process cannot be taken over and are left as they are.
         """
         fd = to_fd(fd)
-        try:
-            epoll = select.epoll.fromfd(fd)
-        except OSError as exc:
-            raise InvalidArgumentError(f"fd {fd} cannot be adopted as an epoll fd: {exc}") from exc
+        # select.epoll.fromfd() accepts any fd, and the constructor's first
+        # epoll_ctl() would then fail and close it: check first.
+        _check_epoll_fd(fd)
+        epoll = select.epoll.fromfd(fd)
         os.set_inheritable(fd, False)
         poller = cls(_epoll=epoll)
         poller._adopt_existing()
@@ -135,10 +159,13 @@ class EpollPoller(Poller):
                 edge=bool(mask & _EPOLLET),
                 exclusive=bool(mask & _EPOLLEXCLUSIVE),
             )
-            if data != target:
+            # poll() reads only the low 32 bits (epoll_data.fd); CPython's own
+            # register() leaves the upper ones as whatever was on its stack.
+            if data & 0xFFFFFFFF != target:
                 try:
-                    # epoll.modify() stores the fd number as the data word.
-                    self._epoll.modify(target, mask & ~_EPOLLEXCLUSIVE)
+                    # This stores the fd number as the data word; an exclusive
+                    # entry refuses EPOLL_CTL_MOD, and _kernel_modify re-adds it.
+                    self._kernel_modify(target, registration, registration)
                 except OSError:
                     continue
             self._registry[target] = registration
@@ -157,9 +184,7 @@ class EpollPoller(Poller):
             return ready
         return self._poll_slow(timeout, max_events)
 
-    def _poll_checked(
-        self, timeout: float | None, max_events: int | None
-    ) -> list[tuple[int, int]]:
+    def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:
         ready: list[tuple[int, int]] = self._kernel_poll(
             timeout, -1 if max_events is None else max_events
         )

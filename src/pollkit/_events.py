@@ -37,10 +37,12 @@ class Events(enum.IntFlag):
     READ_HANGUP = 0x2000
 
 
+# Plain ints, not Events: from Python 3.11 ``~`` of a flag keeps only the
+# flag's own bits, so ``mask & ~INPUT_EVENTS`` would miss unknown high bits.
 #: Bits a caller may ask for in ``register()``/``modify()``.
-INPUT_EVENTS: int = Events.READ | Events.PRIORITY | Events.WRITE | Events.READ_HANGUP
+INPUT_EVENTS: int = int(Events.READ | Events.PRIORITY | Events.WRITE | Events.READ_HANGUP)
 #: Bits the kernel reports on its own; asking for them is an error.
-OUTPUT_ONLY_EVENTS: int = Events.ERROR | Events.HANGUP | Events.INVALID
+OUTPUT_ONLY_EVENTS: int = int(Events.ERROR | Events.HANGUP | Events.INVALID)
 
 #: Every optional feature a driver may list in ``Poller.features``.
 ALL_FEATURES: frozenset[str] = frozenset({"oneshot", "edge", "exclusive", "read_hangup"})

@@ -76,9 +76,7 @@ class PollPoller(Poller):
             return ready
         return self._poll_slow(timeout, max_events)
 
-    def _poll_checked(
-        self, timeout: float | None, max_events: int | None
-    ) -> list[tuple[int, int]]:
+    def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:
         ready: list[tuple[int, int]] = (
             self._kernel_poll() if timeout is None else self._kernel_poll(timeout * 1000.0)
         )

@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import select
+from collections.abc import Sequence
 from itertools import repeat
 
 from ._base import Poller, Registration, check_open
@@ -85,16 +86,20 @@ class SelectPoller(Poller):
                 readable, writable, urgent = self._kernel_poll(
                     self._readers, self._writers, self._urgent, timeout
                 )
-            except (OSError, OverflowError):
+            except OverflowError:
                 return self._poll_slow(timeout, max_events)
+            except OSError as exc:
+                # Only EBADF is ours to recover from; anything else, such as a
+                # TimeoutError raised by a signal handler, belongs to the caller.
+                if exc.errno != errno.EBADF:
+                    raise
+                return self._recover_from_ebadf(exc, None)
             if writable or urgent or self._wake_tokens or self._armed_oneshots:
                 return self._settle(readable, writable, urgent, None)
             return list(zip(readable, repeat(_READ)))
         return self._poll_slow(timeout, max_events)
 
-    def _poll_checked(
-        self, timeout: float | None, max_events: int | None
-    ) -> list[tuple[int, int]]:
+    def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:
         try:
             readable, writable, urgent = self._kernel_poll(
                 self._readers, self._writers, self._urgent, timeout
@@ -111,8 +116,14 @@ class SelectPoller(Poller):
         writable: list[int],
         urgent: list[int],
         max_events: int | None,
+        closed: Sequence[int] = (),
     ) -> list[tuple[int, int]]:
-        """Merge the three lists into masks, drop the waker, disarm oneshots."""
+        """Merge the three lists into masks, drop the waker, disarm oneshots.
+
+        ``closed`` fds (already taken out of the lists) are reported with
+        ``INVALID`` and dropped; those that ``max_events`` leaves out go back
+        in the lists, so the next call reports them.
+        """
         masks = dict.fromkeys(readable, _READ)
         for fd in writable:
             masks[fd] = masks.get(fd, 0) | _WRITE
@@ -121,6 +132,8 @@ class SelectPoller(Poller):
         if self._wake_tokens:
             self._waker.drain()
         masks.pop(self._waker.read_fd, None)
+        for fd in closed:
+            masks[fd] = _INVALID
         ready = list(masks.items())
         if max_events is not None:
             ready = self._fair_slice(ready, max_events)
@@ -130,7 +143,21 @@ class SelectPoller(Poller):
                 if fd in armed:
                     armed.discard(fd)
                     self._unlist(fd)
+        if closed:
+            self._drop_reported(ready, closed)
         return ready
+
+    def _drop_reported(self, ready: list[tuple[int, int]], closed: Sequence[int]) -> None:
+        reported = {fd for fd, mask in ready if mask & _INVALID}
+        for fd in closed:
+            if fd in reported:
+                del self._registry[fd]
+                self._dropped.add(fd)
+            else:
+                registration = self._registry[fd]
+                # A disarmed oneshot fd was not in the lists; leave it out.
+                if not registration.oneshot or fd in self._armed_oneshots:
+                    self._list(fd, registration.events)
 
     def _recover_from_ebadf(self, exc: OSError, max_events: int | None) -> list[tuple[int, int]]:
         closed = [fd for fd in self._registry if _is_closed(fd)]
@@ -138,17 +165,13 @@ class SelectPoller(Poller):
             raise exc  # not one of ours: a kernel failure worth seeing
         for fd in closed:
             self._unlist(fd)
-            del self._registry[fd]
-            self._armed_oneshots.discard(fd)
-            self._dropped.add(fd)
-        invalid = [(fd, _INVALID) for fd in closed]
         # Report the others too, without waiting: the caller learns of the
-        # closed fds at once, as poll's POLLNVAL would tell it.
-        ready = self._poll_checked(0, None)
-        combined = invalid + ready
-        if max_events is not None and len(combined) > max_events:
-            return self._fair_slice(combined, max_events)
-        return combined
+        # closed fds at once, as poll's POLLNVAL would tell it.  One _settle()
+        # for both, so that max_events disarms only oneshots it returns.
+        readable, writable, urgent = self._kernel_poll(
+            self._readers, self._writers, self._urgent, 0
+        )
+        return self._settle(readable, writable, urgent, max_events, closed)
 
     def _check_fd_range(self, fd: int) -> None:
         if fd >= FD_SETSIZE:

@@ -31,13 +31,13 @@ _EVENTFD_ONE = (1).to_bytes(8, "little")
 class Waker:
     """The fd pair behind ``Poller.wakeup()``."""
 
-    __slots__ = ("read_fd", "tokens", "_write_fd", "_eventfd")
+    __slots__ = ("_eventfd", "_write_fd", "read_fd", "tokens")
 
     def __init__(self) -> None:
         self.tokens: list[None] = []
         eventfd = getattr(os, "eventfd", None)
         if eventfd is not None:
-            flags = os.EFD_CLOEXEC | os.EFD_NONBLOCK  # type: ignore[attr-defined]  # Linux-only names, present whenever os.eventfd is
+            flags = os.EFD_CLOEXEC | os.EFD_NONBLOCK
             fd: int = eventfd(0, flags)
             self.read_fd = self._write_fd = fd
             self._eventfd = True
@@ -75,6 +75,13 @@ class Waker:
             del self.tokens[:consumed]
 
     def close(self) -> None:
-        os.close(self.read_fd)
-        if self._write_fd != self.read_fd:
-            os.close(self._write_fd)
+        """Close the fds.  Idempotent: a second call must never close a
+        number the process has since reused (a poller whose constructor
+        failed closes its waker, and its ``__del__`` closes it again)."""
+        read_fd, write_fd = self.read_fd, self._write_fd
+        if read_fd < 0:
+            return
+        self.read_fd = self._write_fd = -1
+        os.close(read_fd)
+        if write_fd != read_fd:
+            os.close(write_fd)

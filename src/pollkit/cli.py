@@ -18,12 +18,13 @@ from typing import NoReturn
 
 from . import __version__
 from ._backends import BACKENDS, ENV_VAR, backend_status, resolve_backend_name
+from ._base import Poller
 from .errors import PollkitError
 
 __all__ = ["ArgumentParser", "main"]
 
 #: Modules that contribute subcommands besides ``info``.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("pollkit.echo.cli", "pollkit.bench.cli")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -50,12 +51,14 @@ def info_report() -> dict[str, object]:
     status = backend_status()
     try:
         default: str | None = resolve_backend_name(None)
-    except PollkitError:
-        default = None
+        default_error = None
+    except PollkitError as exc:
+        default, default_error = None, str(exc)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return {
         "version": __version__,
         "default": default,
+        "default_error": default_error,
         "env": {ENV_VAR: __import__("os").environ.get(ENV_VAR)},
         "fd_setsize": FD_SETSIZE,
         "rlimit_nofile": {"soft": soft, "hard": hard},
@@ -71,12 +74,17 @@ def info_report() -> dict[str, object]:
     }
 
 
-def _driver_class(name: str) -> type:
+def _driver_class(name: str) -> type[Poller]:
     from ._epoll import EpollPoller
     from ._poll import PollPoller
     from ._select import SelectPoller
 
-    return {"epoll": EpollPoller, "poll": PollPoller, "select": SelectPoller}[name]
+    drivers: dict[str, type[Poller]] = {
+        "epoll": EpollPoller,
+        "poll": PollPoller,
+        "select": SelectPoller,
+    }
+    return drivers[name]
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -89,7 +97,7 @@ def _run_info(args: argparse.Namespace) -> int:
         state = "available" if driver["available"] else f"unavailable ({driver['reason']})"
         features = ", ".join(driver["features"]) or "-"
         print(f"  {driver['name']:<7} {state}; features: {features}")
-    default = report["default"] or "none (no driver opens)"
+    default = report["default"] or f"none: {report['default_error']}"
     print(f"default:        {default}  (${ENV_VAR}={report['env'][ENV_VAR] or ''})")  # type: ignore[index]  # a dict built above
     print(f"FD_SETSIZE:     {report['fd_setsize']}  (select cannot watch fds at or above it)")
     limit = report["rlimit_nofile"]
