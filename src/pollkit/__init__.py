@@ -22,6 +22,7 @@ from .errors import PollerForkedError as PollerForkedError
 from .errors import PollkitError as PollkitError
 from .errors import UnsupportedFeatureError as UnsupportedFeatureError
 
+#: The installed pollkit's version.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -98,9 +98,12 @@ class EpollPoller(Poller):
     name = "epoll"
     features = frozenset({"oneshot", "edge", "exclusive", "read_hangup", "fileno"})
 
-    def __init__(self, *, _epoll: select.epoll | None = None) -> None:
+    def __init__(self) -> None:
         # CPython opens the epoll fd with EPOLL_CLOEXEC.
-        self._epoll = select.epoll() if _epoll is None else _epoll
+        self._setup(select.epoll())
+
+    def _setup(self, epoll: select.epoll) -> None:
+        self._epoll = epoll
         try:
             super().__init__()
             self._epoll.register(self._waker.read_fd, select.EPOLLIN)
@@ -130,7 +133,8 @@ class EpollPoller(Poller):
         _check_epoll_fd(fd)
         epoll = select.epoll.fromfd(fd)
         os.set_inheritable(fd, False)
-        poller = cls(_epoll=epoll)
+        poller = cls.__new__(cls)
+        poller._setup(epoll)
         poller._adopt_existing()
         return poller
 

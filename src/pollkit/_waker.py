@@ -22,6 +22,7 @@ non-blocking pipe otherwise.  Both are close-on-exec.
 from __future__ import annotations
 
 import os
+import sys
 
 __all__ = ["Waker"]
 
@@ -35,10 +36,9 @@ class Waker:
 
     def __init__(self) -> None:
         self.tokens: list[None] = []
-        eventfd = getattr(os, "eventfd", None)
-        if eventfd is not None:
-            flags = os.EFD_CLOEXEC | os.EFD_NONBLOCK
-            fd: int = eventfd(0, flags)
+        # hasattr: some Linux builds (and tests) have no eventfd.
+        if sys.version_info >= (3, 10) and sys.platform == "linux" and hasattr(os, "eventfd"):
+            fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             self.read_fd = self._write_fd = fd
             self._eventfd = True
         else:  # Python 3.9, or a platform without eventfd

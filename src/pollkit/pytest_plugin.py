@@ -49,6 +49,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{_MARKER}(*names): run this test only on the named pollkit drivers",
     )
+    option = config.getoption("--pollkit-backend")
+    if option:
+        # A bad name is a usage error before collection, not one collection
+        # error per module (nor silence when no test uses the fixtures).
+        _parse_names(option, "--pollkit-backend")
 
 
 def _parse_names(value: str, source: str) -> list[str]:
@@ -67,7 +72,7 @@ def selected_backends(config: pytest.Config) -> list[str]:
     option = config.getoption("--pollkit-backend")
     if option:
         chosen = _parse_names(option, "--pollkit-backend")
-    elif os.environ.get(ENV_VAR, "").strip() not in ("", "auto"):
+    elif os.environ.get(ENV_VAR, "").strip().lower() not in ("", "auto"):
         chosen = _parse_names(os.environ[ENV_VAR], ENV_VAR)
     else:
         chosen = list(BACKENDS)
