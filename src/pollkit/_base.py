@@ -101,6 +101,19 @@ def _raiser(error: BaseException) -> Any:
     return raise_it
 
 
+class Unusable:
+    """Stands in for a kernel object once the poller is closed or forked.
+
+    Hot paths call ``self._kernel.poll(...)`` with no state test of their
+    own; after ``close()`` or ``fork()`` that call raises the right error.
+    """
+
+    __slots__ = ("poll",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.poll = _raiser(error)
+
+
 def check_timeout(timeout: float | None) -> None:
     """Refuse a negative or non-numeric timeout.  (``poll()`` inlines the common case.)"""
     if timeout is None:
@@ -308,7 +321,7 @@ class Poller(ABC):
         if self._closed:
             return
         self._closed = True
-        self._kernel_poll = _raiser(self._state_error())
+        self._make_unusable()
         self._registry.clear()
         self._dropped.clear()
         _live_pollers.discard(self)
@@ -463,7 +476,11 @@ class Poller(ABC):
     def _mark_forked(self) -> None:
         if not self._closed:
             self._forked = True
-            self._kernel_poll = _raiser(self._state_error())
+            self._make_unusable()
+
+    def _make_unusable(self) -> None:
+        """Make the hot path raise the closed/forked error with no test of its own."""
+        self._kernel_poll = _raiser(self._state_error())
 
     @abstractmethod
     def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:

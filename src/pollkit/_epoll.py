@@ -41,7 +41,7 @@ import os
 import select
 from typing import TYPE_CHECKING
 
-from ._base import Poller, Registration, to_fd
+from ._base import Poller, Registration, Unusable, to_fd
 from ._events import INPUT_EVENTS
 from .errors import AlreadyRegisteredError, InvalidArgumentError
 
@@ -110,7 +110,12 @@ class EpollPoller(Poller):
         except BaseException:
             self._epoll.close()
             raise
-        self._kernel_poll = self._epoll.poll
+        # What poll() calls: the epoll object itself, so that CPython's method
+        # call needs no bound-method object (measured: 5% of a poll(0) call).
+        self._kernel: select.epoll | Unusable = epoll
+
+    def _make_unusable(self) -> None:
+        self._kernel = Unusable(self._state_error())
 
     @classmethod
     def fromfd(cls, fd: int) -> Self:
@@ -177,10 +182,10 @@ class EpollPoller(Poller):
     def poll(
         self, timeout: float | None = None, max_events: int | None = None
     ) -> list[tuple[int, int]]:
-        # The hot path: a few tests, the system call, the kernel's own list.
+        # The hot path: two tests, the system call, the kernel's own list.
         if max_events is None and (timeout is None or timeout >= 0):
             try:
-                ready: list[tuple[int, int]] = self._kernel_poll(timeout)
+                ready: list[tuple[int, int]] = self._kernel.poll(timeout)
             except OverflowError:  # a timeout longer than epoll_wait() can take
                 return self._poll_slow(timeout, max_events)
             if self._wake_tokens:
@@ -189,7 +194,7 @@ class EpollPoller(Poller):
         return self._poll_slow(timeout, max_events)
 
     def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:
-        ready: list[tuple[int, int]] = self._kernel_poll(
+        ready: list[tuple[int, int]] = self._kernel.poll(
             timeout, -1 if max_events is None else max_events
         )
         if self._wake_tokens:
