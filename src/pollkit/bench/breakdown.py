@@ -1,0 +1,279 @@
+"""Where pollkit's ``poll(0)`` overhead goes: the driver's hot path rebuilt step by step.
+
+:mod:`pollkit.bench.overhead` says *how much* pollkit adds to the raw call;
+this says *what for*.  For each driver it times, in the same alternating
+rounds, the raw call, then wrappers that add one piece of pollkit's hot path
+at a time, then the real driver:
+
+* epoll: a bare method calling a stored bound method, and one calling the
+  epoll object's method (what the driver does); plus the argument checks (``max_events is None and
+  (timeout is None or timeout >= 0)``); plus the waker-token test after the
+  call (``if self._wake_tokens``); both (what the driver does);
+* poll: a bare method converting seconds to milliseconds; plus the scan of
+  the results for ``POLLNVAL`` (closed fds must be reported once and
+  dropped);
+* select: unpacking only (the raw lists, not pollkit's result); a bare
+  method building ``(fd, READ)`` pairs with ``zip`` (what the driver does);
+  the same pairs taken from a table built once (no tuple per event).
+
+The replicas copy the drivers' code; if a driver's hot path changes, the
+``pollkit`` line moves and the replicas no longer explain it.
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any, Callable, Optional
+
+from .._epoll import EpollPoller
+from .._poll import PollPoller
+from .._select import SelectPoller
+from .overhead import (
+    _CALL_LOOP,
+    _SELECT_LOOP,
+    FdSet,
+    _alternate,
+    _calibrate,
+    _compile_loop,
+    _Contender,
+)
+from .report import Progress, format_table
+from .stats import Spread, summarize
+
+__all__ = ["BREAKDOWN_CASES", "BreakdownResult", "breakdown_table", "run_breakdown"]
+
+_READ = 1
+_INVALID = 0x20  # POLLNVAL
+_READ_PAIRS = [(fd, _READ) for fd in range(1024)]
+_read_pair = _READ_PAIRS.__getitem__
+
+#: (driver, idle fds, ready fds): where the overhead study's targets are tightest.
+BREAKDOWN_CASES = (("epoll", 1000, 1), ("poll", 1000, 64), ("select", 500, 64))
+
+Call = Callable[[float], Any]
+
+
+class _Replica:
+    """Holds the kernel object or call and the state a driver's hot path tests.
+
+    epoll steps call ``self._kernel.poll(...)``, a method call on the epoll
+    object, as the driver does; ``bound`` calls a stored bound method instead,
+    which CPython 3.11 makes measurably dearer.
+    """
+
+    def __init__(
+        self,
+        kernel_poll: Callable[..., Any],
+        readers: Optional[list[int]] = None,
+        kernel: Any = None,
+    ) -> None:
+        self._kernel_poll = kernel_poll
+        self._kernel = kernel
+        self._wake_tokens: list[None] = []
+        self._armed_oneshots: set[int] = set()
+        self._readers = readers or []
+        self._writers: list[int] = []
+        self._urgent: list[int] = []
+
+    def _slow(self, timeout: Optional[float], max_events: Optional[int]) -> Any:
+        raise AssertionError("the benchmark never takes the slow path")
+
+    # -- epoll -------------------------------------------------------------------
+
+    def bound(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+        return self._kernel_poll(timeout)
+
+    def bare(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+        return self._kernel.poll(timeout)
+
+    def arg_checks(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+        if max_events is None and (timeout is None or timeout >= 0):
+            return self._kernel.poll(timeout)
+        return self._slow(timeout, max_events)
+
+    def waker_test(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+        ready = self._kernel.poll(timeout)
+        if self._wake_tokens:
+            return self._slow(timeout, max_events)
+        return ready
+
+    def both(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+        if max_events is None and (timeout is None or timeout >= 0):
+            try:
+                ready = self._kernel.poll(timeout)
+            except OverflowError:
+                return self._slow(timeout, max_events)
+            if self._wake_tokens:
+                return self._slow(timeout, max_events)
+            return ready
+        return self._slow(timeout, max_events)
+
+    # -- poll --------------------------------------------------------------------
+
+    def bare_ms(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+        return self._kernel_poll(None if timeout is None else timeout * 1000.0)
+
+    def nval_scan(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+        ready = self._kernel_poll(None if timeout is None else timeout * 1000.0)
+        for _, mask in ready:
+            if mask & _INVALID:
+                return self._slow(timeout, max_events)
+        return ready
+
+    # -- select ------------------------------------------------------------------
+
+    def unpack(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+        readable, _, _ = self._kernel_poll(self._readers, self._writers, self._urgent, timeout)
+        return readable
+
+    def zip_pairs(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+        readable, _, _ = self._kernel_poll(self._readers, self._writers, self._urgent, timeout)
+        return list(zip(readable, repeat(_READ)))
+
+    def table_pairs(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+        readable, _, _ = self._kernel_poll(self._readers, self._writers, self._urgent, timeout)
+        return list(map(_read_pair, readable))
+
+
+@dataclass
+class BreakdownResult:
+    driver: str
+    idle: int
+    ready: int
+    calls_per_round: int
+    rounds: int
+    #: In hot-path order: each step's ns per call and its ratio to raw.
+    ns_per_call: dict[str, Spread]
+    ratio_to_raw: dict[str, Spread]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "driver": self.driver,
+            "idle": self.idle,
+            "ready": self.ready,
+            "calls_per_round": self.calls_per_round,
+            "rounds": self.rounds,
+            "ns_per_call": {k: v.as_dict() for k, v in self.ns_per_call.items()},
+            "ratio_to_raw": {k: v.as_dict() for k, v in self.ratio_to_raw.items()},
+        }
+
+
+_STEPS: dict[str, tuple[str, ...]] = {
+    "epoll": ("bound", "bare", "arg_checks", "waker_test", "both"),
+    "poll": ("bare_ms", "nval_scan"),
+    "select": ("unpack", "zip_pairs", "table_pairs"),
+}
+
+
+def _timers(driver: str, fds: list[int]) -> tuple[dict[str, Callable[[int], int]], list[Any]]:
+    """Timing loops for raw, each replica step and pollkit; plus what to close."""
+    timers: dict[str, Callable[[int], int]] = {}
+    closers: list[Any] = []
+    if driver == "epoll":
+        epoll = select.epoll()
+        closers.append(epoll)
+        for fd in fds:
+            epoll.register(fd, select.EPOLLIN)
+        timers["raw"] = _compile_loop(_CALL_LOOP, "raw", call=epoll.poll, arg=0)
+        replica = _Replica(epoll.poll, kernel=epoll)
+        poller: Any = EpollPoller()
+    elif driver == "poll":
+        kernel = select.poll()
+        for fd in fds:
+            kernel.register(fd, select.POLLIN)
+        timers["raw"] = _compile_loop(_CALL_LOOP, "raw", call=kernel.poll, arg=0)
+        replica = _Replica(kernel.poll)
+        poller = PollPoller()
+    elif driver == "select":
+        readers = list(fds)
+        timers["raw"] = _compile_loop(
+            _SELECT_LOOP, "raw", call=select.select, r=readers, w=[], x=[]
+        )
+        replica = _Replica(select.select, list(fds))
+        poller = SelectPoller()
+    else:
+        raise ValueError(f"unknown driver {driver!r}; choose from epoll, poll, select")
+    closers.append(poller)
+    for step in _STEPS[driver]:
+        timers[step] = _compile_loop(_CALL_LOOP, step, call=getattr(replica, step), arg=0)
+    for fd in fds:
+        poller.register(fd, _READ)
+    timers["pollkit"] = _compile_loop(_CALL_LOOP, "pollkit", call=poller.poll, arg=0)
+    return timers, closers
+
+
+def run_breakdown(
+    cases: Sequence[tuple[str, int, int]] = BREAKDOWN_CASES,
+    *,
+    rounds: int = 300,
+    round_seconds: float = 0.002,
+    progress: Optional[Progress] = None,
+) -> list[BreakdownResult]:
+    """Time each case's raw call, replica steps and pollkit in alternating rounds."""
+    if progress is not None:
+        progress.start("breakdown", len(cases) * rounds)
+    results = []
+    for driver, idle, ready in cases:
+        with FdSet(idle, ready) as fdset:
+            timers, closers = _timers(driver, fdset.fds)
+            try:
+                built = {name: _Contender(timed, lambda: 0) for name, timed in timers.items()}
+                calls = _calibrate(timers["raw"], round_seconds)
+                samples = _alternate(built, calls, rounds, progress, f"{driver} {ready} ready")
+            finally:
+                for closer in closers:
+                    closer.close()
+        raw = samples["raw"]
+        results.append(
+            BreakdownResult(
+                driver,
+                idle,
+                ready,
+                calls,
+                rounds,
+                {name: summarize(values) for name, values in samples.items()},
+                {
+                    name: summarize([v / r for v, r in zip(values, raw)])
+                    for name, values in samples.items()
+                },
+            )
+        )
+    return results
+
+
+_EXPLAIN = {
+    "raw": "the select module's own call",
+    "bound": "a method calling a stored bound method",
+    "bare": "a method calling the epoll object's poll()",
+    "arg_checks": "bare + max_events/timeout checks",
+    "waker_test": "bare + `if self._wake_tokens` after the call",
+    "both": "checks + try + waker test: the driver's code",
+    "bare_ms": "a method converting seconds to ms",
+    "nval_scan": "bare + the POLLNVAL scan of every event",
+    "unpack": "unpacking the three lists (not the contract)",
+    "zip_pairs": "(fd, READ) pairs built by zip: the driver's code",
+    "table_pairs": "(fd, READ) pairs from a table built once",
+    "pollkit": "the real driver",
+}
+
+
+def breakdown_table(results: Sequence[BreakdownResult]) -> str:
+    rows: list[list[object]] = []
+    for result in results:
+        raw = result.ns_per_call["raw"].median
+        for name, spread in result.ns_per_call.items():
+            ratio = result.ratio_to_raw[name]
+            rows.append(
+                [
+                    f"{result.driver} {result.ready} ready",
+                    name,
+                    f"{spread.median:.0f}",
+                    f"{spread.median - raw:+.0f}",
+                    f"{ratio.median:.3f} [{ratio.p25:.3f}-{ratio.p75:.3f}]",
+                    _EXPLAIN.get(name, ""),
+                ]
+            )
+    return format_table(["case", "step", "ns/call", "vs raw", "ratio [p25-p75]", "what"], rows)
