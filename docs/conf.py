@@ -2,7 +2,9 @@
 
 Build: ``tox -e docs``, i.e. ``sphinx-build -W --keep-going -n -b html docs
 docs/_build/html``: warnings are errors and every cross-reference must
-resolve.  Reference pages are generated from the code by ``_ext/pollkit_docs.py``.
+resolve.  Reference pages are generated from the code by ``_ext/pollkit_docs.py``,
+the Performance page's tables from the committed benchmark results by
+``_ext/pollkit_bench_docs.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "pollkit_docs",
+    "pollkit_bench_docs",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]
