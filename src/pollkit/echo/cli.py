@@ -1,0 +1,478 @@
+"""``pollkit echo`` and ``pollkit client``.
+
+Signals: the first SIGINT or SIGTERM stops the server gracefully (stop
+accepting, flush pending echo within ``--grace-period``, exit 0); a second
+one exits at once with status 128 + the signal number.
+
+``--workers N`` forks N processes, each with its own poller and its own
+listening socket on the same port (``SO_REUSEPORT``: the kernel spreads new
+connections over them).  The parent first binds the port itself, without
+listening, so a busy port fails once, before any fork, and ``--port 0``
+becomes one concrete port for every worker.  (For UDP it lets go of the port
+before forking: a bound UDP socket would take its share of the datagrams.)
+The parent talks to each worker through a pipe: it writes ``g`` for a
+graceful stop and ``a`` to abort; when the parent dies, however it dies, the
+pipe reaches end of file and the worker stops gracefully, so no worker
+outlives it by more than the grace period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import IO, Callable
+
+from .._backends import open_poller
+from .._base import Poller
+from ..cli import backend_argument
+from ._client import DEFAULT_TIMEOUT, EchoClient
+from ._net import DEFAULT_HOST, DEFAULT_PORT, bind_socket, format_address
+from ._server import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_BUFFER, DEFAULT_MAX_CLIENTS, EchoServer
+
+__all__ = ["add_commands"]
+
+log = logging.getLogger("pollkit.echo")
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_GRACEFUL = b"g"
+_ABORT = b"a"
+_READY = b"r"
+
+
+# -- argument types: each error becomes one line through ArgumentParser.error() --
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (0-65535)")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _seconds(text: str, *, allow_zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "at least 0" if allow_zero else "more than 0"
+        raise argparse.ArgumentTypeError(f"{text} seconds: must be finite and {bound}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    return _seconds(text, allow_zero=False)
+
+
+def _seconds_or_zero(text: str) -> float:
+    return _seconds(text, allow_zero=True)
+
+
+def _address_arguments(parser: argparse.ArgumentParser, action: str) -> None:
+    backend_argument(parser)
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to {action} (default: {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
+    )
+    parser.add_argument("--udp", action="store_true", help="datagrams instead of TCP")
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``echo`` and ``client`` to the ``pollkit`` command line."""
+    echo = subparsers.add_parser(
+        "echo",
+        help="serve RFC 862 echo over TCP or UDP",
+        description="Serve RFC 862 echo. SIGINT/SIGTERM stop gracefully; a second one "
+        "exits at once.",
+    )
+    _address_arguments(echo, "listen on")
+    echo.add_argument(
+        "--max-clients",
+        type=_positive_int,
+        default=DEFAULT_MAX_CLIENTS,
+        metavar="N",
+        help=f"TCP connections served at once; more are closed at once (default: "
+        f"{DEFAULT_MAX_CLIENTS})",
+    )
+    echo.add_argument(
+        "--idle-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="close TCP clients that make no progress this long (default: never)",
+    )
+    echo.add_argument(
+        "--max-buffer",
+        type=_positive_int,
+        default=DEFAULT_MAX_BUFFER,
+        metavar="BYTES",
+        help="per-connection unsent echo above which the client is not read; reading "
+        f"resumes below a quarter of it (default: {DEFAULT_MAX_BUFFER})",
+    )
+    echo.add_argument(
+        "--grace-period",
+        type=_seconds_or_zero,
+        default=DEFAULT_GRACE_PERIOD,
+        metavar="SECONDS",
+        help=f"how long a graceful stop flushes pending echo (default: {DEFAULT_GRACE_PERIOD:g})",
+    )
+    echo.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port through SO_REUSEPORT (default: 1)",
+    )
+    echo.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=_LOG_LEVELS,
+        default="info",
+        help="default: info (debug logs connection events)",
+    )
+    echo.set_defaults(func=run_echo)
+
+    client = subparsers.add_parser(
+        "client",
+        help="send lines (or --message, --file) to an echo server and print the echo",
+        description="Without --message or --file, send each line read from stdin and "
+        "print its echo; end with EOF (Ctrl-D) or Ctrl-C.",
+    )
+    _address_arguments(client, "connect to")
+    what = client.add_mutually_exclusive_group()
+    what.add_argument("--message", metavar="TEXT", help="send TEXT once and print its echo")
+    what.add_argument(
+        "--file", metavar="PATH", help="send the file's bytes ('-': stdin); the echo goes to stdout"
+    )
+    client.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up after this long without progress (default: {DEFAULT_TIMEOUT:g})",
+    )
+    client.set_defaults(func=run_client)
+
+
+def _fail(command: str, message: object) -> int:
+    print(f"pollkit {command}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _describe(exc: OSError) -> str:
+    return exc.strerror if exc.strerror and exc.errno is not None else str(exc)
+
+
+@contextmanager
+def _logging_to_stderr(level: str) -> Iterator[None]:
+    logger = logging.getLogger("pollkit")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s pollkit[%(process)d]: %(message)s")
+    )
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
+class _Stopper:
+    """SIGINT/SIGTERM: the first stops the server gracefully, a second exits at once."""
+
+    def __init__(self) -> None:
+        self.server: EchoServer | None = None
+        self.signals = 0
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        if self.signals > 1:
+            # At once: not even logging, which could block on a full stderr pipe.
+            os._exit(128 + signum)
+        if self.server is not None:
+            self.server.shutdown()
+
+    def attach(self, server: EchoServer) -> None:
+        self.server = server
+        if self.signals:
+            server.shutdown()
+
+
+@contextmanager
+def _signals_to(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    previous = {signum: signal.signal(signum, handler) for signum in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _make_server(args: argparse.Namespace, poller: Poller, *, reuse_port: bool) -> EchoServer:
+    return EchoServer(
+        poller,
+        args.host,
+        args.port,
+        udp=args.udp,
+        max_clients=args.max_clients,
+        idle_timeout=args.idle_timeout,
+        max_buffer=args.max_buffer,
+        grace_period=args.grace_period,
+        reuse_port=reuse_port,
+    )
+
+
+def run_echo(args: argparse.Namespace) -> int:
+    """``pollkit echo``: serve until SIGINT/SIGTERM; 0 after a graceful stop."""
+    with _logging_to_stderr(args.log_level):
+        if args.workers > 1:
+            return _run_workers(args)
+        stopper = _Stopper()
+        with _signals_to(stopper.handle), open_poller(args.backend) as poller:
+            try:
+                server = _make_server(args, poller, reuse_port=False)
+            except OSError as exc:
+                return _fail("echo", _describe(exc))
+            stopper.attach(server)
+            server.serve_forever()
+    return 0
+
+
+# -- workers --------------------------------------------------------------------
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    with open_poller(args.backend) as probe:  # a bad --backend fails here, once, not in N workers
+        driver = probe.name
+    try:
+        placeholder = bind_socket(args.host, args.port, udp=args.udp, reuse_port=True, backlog=None)
+    except OSError as exc:
+        return _fail("echo", _describe(exc))
+    with placeholder:
+        address = placeholder.getsockname()[:2]
+        args.port = address[1]
+        if args.udp:
+            # A bound UDP socket receives its share of the port's datagrams;
+            # nobody would read them.  (A TCP socket that never listens gets
+            # no connections, and keeps the port reserved.)
+            placeholder.close()
+        return _Supervisor(args).run(f"{format_address(address)} with the {driver} driver")
+
+
+class _Supervisor:
+    """The parent of ``--workers``: forks them, forwards stop requests, reaps them."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.controls: dict[int, int] = {}  # worker pid -> the write end of its control pipe
+        self.signals: list[int] = []
+        self.failed = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+        self.tell_all()
+
+    def tell_all(self) -> None:
+        """Tell every worker what the signals so far ask for: stop, or abort."""
+        message = _GRACEFUL if len(self.signals) <= 1 else _ABORT
+        for control in self.controls.values():
+            try:
+                os.write(control, message)
+            except OSError:
+                pass  # that worker is gone already
+
+    def run(self, where: str) -> int:
+        args = self.args
+        ready_read, ready_write = os.pipe()
+        with _signals_to(self.on_signal):
+            try:
+                for index in range(args.workers):
+                    self._fork(index, ready_read, ready_write)
+            finally:
+                os.close(ready_write)
+                ready = _count_ready(ready_read)
+            if ready < args.workers:
+                self.failed = True
+                self.signals.append(signal.SIGTERM)
+            if self.signals:  # asked to stop while forking, or a worker failed to start
+                self.tell_all()
+            else:
+                log.info(
+                    "%d workers serving echo over %s on %s",
+                    args.workers,
+                    "udp" if args.udp else "tcp",
+                    where,
+                )
+            self._reap()
+        if ready < args.workers:
+            return _fail("echo", f"only {ready} of {args.workers} workers started")
+        if len(self.signals) > 1:
+            return 128 + self.signals[-1]
+        return 1 if self.failed else 0
+
+    def _fork(self, index: int, ready_read: int, ready_write: int) -> None:
+        control_read, control_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover  # the child; the tests see its effects
+            os.close(ready_read)
+            os.close(control_write)
+            for inherited in self.controls.values():
+                os.close(inherited)  # a sibling's pipe: the parent alone may hold it open
+            _worker_process(self.args, index, control_read, ready_write)
+        os.close(control_read)
+        self.controls[pid] = control_write
+
+    def _reap(self) -> None:
+        while self.controls:
+            pid, wait_status = os.waitpid(-1, 0)
+            control = self.controls.pop(pid, None)
+            if control is None:
+                continue
+            os.close(control)
+            code = os.waitstatus_to_exitcode(wait_status)
+            if code != 0 and not self.signals and not self.failed:
+                log.error("worker %d exited with status %d; stopping the others", pid, code)
+                self.failed = True
+                self.tell_all()
+
+
+def _count_ready(ready_read: int) -> int:
+    """Read the workers' ready bytes until every worker has written or died."""
+    count = 0
+    try:
+        while True:
+            data = os.read(ready_read, 64)
+            if not data:
+                return count
+            count += data.count(_READY)
+    finally:
+        os.close(ready_read)
+
+
+def _worker_process(
+    args: argparse.Namespace, index: int, control_read: int, ready_write: int
+) -> None:  # pragma: no cover  # runs in a forked child
+    stopper = _Stopper()
+    status = 1
+    try:
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, stopper.handle)
+        with open_poller(args.backend) as poller:
+            server = _make_server(args, poller, reuse_port=True)
+            stopper.attach(server)
+            os.write(ready_write, _READY)
+            os.close(ready_write)
+            watcher = threading.Thread(
+                target=_watch_parent,
+                args=(control_read, server),
+                name=f"pollkit-worker-{index}-parent",
+                daemon=True,
+            )
+            watcher.start()
+            server.serve_forever()
+        status = 0
+    except BaseException as exc:  # noqa: BLE001  # a child must never return into the parent's code
+        print(f"pollkit echo: error: worker {index}: {exc}", file=sys.stderr)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def _watch_parent(control_read: int, server: EchoServer) -> None:  # pragma: no cover  # child
+    while True:
+        try:
+            message = os.read(control_read, 1)
+        except OSError:
+            message = b""
+        if message == _ABORT:
+            os._exit(128 + signal.SIGTERM)
+        server.shutdown()
+        if not message:
+            return  # the parent is gone: its end of the pipe closed with it
+
+
+# -- client ---------------------------------------------------------------------
+
+
+def run_client(args: argparse.Namespace) -> int:
+    """``pollkit client``: one-shot with --message/--file, else interactive."""
+    source: IO[bytes] | None = None
+    try:
+        if args.file == "-":
+            source = sys.stdin.buffer
+        elif args.file is not None:
+            try:
+                source = open(args.file, "rb")  # noqa: SIM115  # closed in the finally below
+            except OSError as exc:
+                return _fail("client", f"cannot read {args.file}: {_describe(exc)}")
+        with open_poller(args.backend) as poller:
+            try:
+                client = EchoClient(
+                    poller, args.host, args.port, udp=args.udp, timeout=args.timeout
+                )
+            except OSError as exc:
+                return _fail("client", _describe(exc))
+            with client:
+                try:
+                    return _converse(args, client, source)
+                except OSError as exc:
+                    return _fail("client", _describe(exc))
+    finally:
+        if source is not None and source is not sys.stdin.buffer:
+            source.close()
+
+
+def _converse(args: argparse.Namespace, client: EchoClient, source: IO[bytes] | None) -> int:
+    out = sys.stdout.buffer
+    if args.message is not None:
+        out.write(client.echo(args.message.encode()) + b"\n")
+        out.flush()
+        return 0
+    if source is not None:
+        client.stream(source, out.write)
+        out.flush()
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(
+            f"connected to {format_address(client.peer)}: type lines; Ctrl-D or Ctrl-C ends",
+            file=sys.stderr,
+        )
+    try:
+        for line in iter(sys.stdin.buffer.readline, b""):
+            out.write(client.echo(line))
+            out.flush()
+    except KeyboardInterrupt:
+        if interactive:
+            print(file=sys.stderr)
+    return 0
