@@ -39,3 +39,12 @@ def test_values_equal_the_kernel_bits(
 def test_a_plain_mask_reads_back_as_flags() -> None:
     assert Events(select.POLLIN | select.POLLHUP) == Events.READ | Events.HANGUP
     assert repr(Events(0x11)) == repr(Events.READ | Events.HANGUP)
+
+
+def test_every_driver_lists_only_known_features() -> None:
+    from pollkit import EpollPoller, PollPoller, SelectPoller
+    from pollkit._events import ALL_FEATURES
+
+    for driver in (EpollPoller, PollPoller, SelectPoller):
+        assert driver.features <= ALL_FEATURES, driver.name
+    assert EpollPoller.features == ALL_FEATURES

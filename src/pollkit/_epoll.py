@@ -182,8 +182,9 @@ class EpollPoller(Poller):
     def poll(
         self, timeout: float | None = None, max_events: int | None = None
     ) -> list[tuple[int, int]]:
-        # The hot path: two tests, the system call, the kernel's own list.
-        if max_events is None and (timeout is None or timeout >= 0):
+        # The hot path: two tests before the system call (``not timeout``
+        # passes None and 0 in one), one after, then the kernel's own list.
+        if max_events is None and (not timeout or timeout > 0):
             try:
                 ready: list[tuple[int, int]] = self._kernel.poll(timeout)
             except OverflowError:  # a timeout longer than epoll_wait() can take

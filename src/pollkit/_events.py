@@ -45,4 +45,4 @@ INPUT_EVENTS: int = int(Events.READ | Events.PRIORITY | Events.WRITE | Events.RE
 OUTPUT_ONLY_EVENTS: int = int(Events.ERROR | Events.HANGUP | Events.INVALID)
 
 #: Every optional feature a driver may list in ``Poller.features``.
-ALL_FEATURES: frozenset[str] = frozenset({"oneshot", "edge", "exclusive", "read_hangup"})
+ALL_FEATURES: frozenset[str] = frozenset({"oneshot", "edge", "exclusive", "read_hangup", "fileno"})

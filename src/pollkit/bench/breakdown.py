@@ -32,13 +32,13 @@ from .._epoll import EpollPoller
 from .._poll import PollPoller
 from .._select import SelectPoller
 from .overhead import (
-    _CALL_LOOP,
     _SELECT_LOOP,
     FdSet,
     _alternate,
     _calibrate,
     _compile_loop,
     _Contender,
+    method_loop,
 )
 from .report import Progress, format_table
 from .stats import Spread, summarize
@@ -119,7 +119,7 @@ class _Replica:
     def nval_scan(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
         ready = self._kernel_poll(None if timeout is None else timeout * 1000.0)
         for _, mask in ready:
-            if mask & _INVALID:
+            if mask == _INVALID:
                 return self._slow(timeout, max_events)
         return ready
 
@@ -177,14 +177,14 @@ def _timers(driver: str, fds: list[int]) -> tuple[dict[str, Callable[[int], int]
         closers.append(epoll)
         for fd in fds:
             epoll.register(fd, select.EPOLLIN)
-        timers["raw"] = _compile_loop(_CALL_LOOP, "raw", call=epoll.poll, arg=0)
+        timers["raw"] = method_loop("raw", epoll, "poll")
         replica = _Replica(epoll.poll, kernel=epoll)
         poller: Any = EpollPoller()
     elif driver == "poll":
         kernel = select.poll()
         for fd in fds:
             kernel.register(fd, select.POLLIN)
-        timers["raw"] = _compile_loop(_CALL_LOOP, "raw", call=kernel.poll, arg=0)
+        timers["raw"] = method_loop("raw", kernel, "poll")
         replica = _Replica(kernel.poll)
         poller = PollPoller()
     elif driver == "select":
@@ -198,10 +198,10 @@ def _timers(driver: str, fds: list[int]) -> tuple[dict[str, Callable[[int], int]
         raise ValueError(f"unknown driver {driver!r}; choose from epoll, poll, select")
     closers.append(poller)
     for step in _STEPS[driver]:
-        timers[step] = _compile_loop(_CALL_LOOP, step, call=getattr(replica, step), arg=0)
+        timers[step] = method_loop(step, replica, step)
     for fd in fds:
         poller.register(fd, _READ)
-    timers["pollkit"] = _compile_loop(_CALL_LOOP, "pollkit", call=poller.poll, arg=0)
+    timers["pollkit"] = method_loop("pollkit", poller, "poll")
     return timers, closers
 
 
