@@ -578,7 +578,12 @@ def run_echo(
                     active.append(server)
                     point.rounds[server.contender.name] = []
             for round_number in range(rounds):
-                for server in servers:
+                # Serpentine order (A B C, then C B A, ...): every contender
+                # spends as many rounds early as late in a round, so a drift
+                # within rounds cannot favour a fixed position, and the pairs
+                # the targets compare stay next to each other.
+                ordered = servers if round_number % 2 == 0 else servers[::-1]
+                for server in ordered:
                     name = server.contender.name
                     if server in active:
                         point.rounds[name].append(

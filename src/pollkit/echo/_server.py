@@ -491,7 +491,9 @@ class EchoServer:
     # -- TCP --------------------------------------------------------------------
 
     def _serve_tcp(self) -> None:
-        poll = self._poller.poll
+        # poller.poll(...) rather than a stored bound method: CPython 3.11
+        # specialises the method call, not a bound method with defaults.
+        poller = self._poller
         monotonic = time.monotonic
         connections = self._connections
         listen_fd = self._listen_fd
@@ -504,15 +506,16 @@ class EchoServer:
         while not self._stop_requested:
             deadline = self._deadline
             if deadline is None:
-                ready = poll()
+                ready = poller.poll()
             else:
                 delay = deadline - monotonic()
-                ready = poll(delay if delay > 0.0 else 0.0)
+                ready = poller.poll(delay if delay > 0.0 else 0.0)
             if track_time:
                 now = self._now = monotonic()
             for fd, mask in ready:
-                conn = connections.get(fd)
-                if conn is None:
+                try:
+                    conn = connections[fd]  # a subscript costs less than .get()
+                except KeyError:
                     if fd == listen_fd:
                         self._accept_ready()
                     continue  # else an fd closed earlier in this batch
