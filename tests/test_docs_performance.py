@@ -263,7 +263,7 @@ def test_machine_names_the_cores_and_flags_changed_settings() -> None:
     document["settings"]["echo_rounds"] = 1
     changed = _text("machine", document)
     assert ".. admonition:: Not the default settings" in changed
-    assert "``echo_rounds=1`` (default 3)" in changed
+    assert f"``echo_rounds=1`` (default {Settings().echo_rounds})" in changed
 
 
 def test_the_advice_quotes_the_results() -> None:
