@@ -21,8 +21,8 @@ import pytest
 
 from pollkit import EpollPoller, Events
 from pollkit.bench.breakdown import _Replica, breakdown_table, run_breakdown
-from pollkit.bench.cli import STUDIES, main
-from pollkit.bench.echo import c_generator
+from pollkit.bench.cli import STUDIES, Settings, _targets, main
+from pollkit.bench.echo import CPU_TARGET_POINT, EchoPoint, _rounds_at, c_generator
 from pollkit.bench.overhead import FdSet
 from pollkit.bench.stats import percentile, summarize
 
@@ -63,6 +63,45 @@ def test_summarize_reports_median_quartiles_and_extremes() -> None:
 
 
 @pytest.mark.timeout(120)
+def _cpu_rounds(values: list[float]) -> list[dict[str, Any]]:
+    return [{"server_cpu_ns_per_message": value} for value in values]
+
+
+def _versus_uvloop(point: EchoPoint) -> dict[str, Any]:
+    (target,) = [
+        t for t in _targets({"echo": {"points": [point.as_dict()]}}) if "uvloop" in t["target"]
+    ]
+    return target
+
+
+def test_below_uvloop_is_judged_round_by_round_not_by_medians() -> None:
+    # Round i of each contender ran side by side.  pollkit beats uvloop in two
+    # rounds of three, so it is below uvloop, although its median (14) is
+    # above uvloop's (13).
+    point = EchoPoint(*CPU_TARGET_POINT)
+    point.rounds = {
+        "raw-epoll": _cpu_rounds([10.0, 14.0, 20.0]),
+        "pollkit-epoll": _cpu_rounds([10.0, 14.0, 20.0]),
+        "uvloop-protocol": _cpu_rounds([11.0, 13.0, 21.0]),
+    }
+    versus = _versus_uvloop(point)
+    assert versus["limit"] == 1.0
+    assert versus["measured"] == pytest.approx(20 / 21)
+    assert versus["met"] is True
+    # A round that failed on either side is left out of the pairs.
+    point.rounds["uvloop-protocol"][0]["error"] = "the server exited"
+    assert _versus_uvloop(point)["measured"] == pytest.approx((14 / 13 + 20 / 21) / 2)
+    point.rounds["pollkit-epoll"] = _cpu_rounds([12.0, 14.0, 22.0])
+    assert _versus_uvloop(point)["met"] is False
+
+
+def test_the_target_point_gets_its_own_round_count() -> None:
+    assert _rounds_at(CPU_TARGET_POINT, 7, 15) == 15
+    assert _rounds_at((500, 1024), 7, 15) == 7
+    assert _rounds_at(CPU_TARGET_POINT, 7, None) == 7
+    assert Settings().echo_target_rounds > Settings().echo_rounds
+
+
 def test_quick_overhead_and_scaling_write_every_case(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

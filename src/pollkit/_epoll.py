@@ -182,16 +182,23 @@ class EpollPoller(Poller):
     def poll(
         self, timeout: float | None = None, max_events: int | None = None
     ) -> list[tuple[int, int]]:
-        # The hot path: two tests before the system call (``not timeout``
-        # passes None and 0 in one), one after, then the kernel's own list.
-        if max_events is None and (not timeout or timeout > 0):
-            try:
+        # The hot path: two tests before the system call and one after it.
+        # ``not timeout`` passes None (block) and 0 (never block), which
+        # cannot overflow, so that branch needs no ``try``.
+        if max_events is None:
+            if not timeout:
                 ready: list[tuple[int, int]] = self._kernel.poll(timeout)
-            except OverflowError:  # a timeout longer than epoll_wait() can take
-                return self._poll_slow(timeout, max_events)
-            if self._wake_tokens:
-                return self._without_waker(ready)
-            return ready
+                if self._wake_tokens:
+                    return self._without_waker(ready)
+                return ready
+            if timeout > 0:
+                try:
+                    ready = self._kernel.poll(timeout)
+                except OverflowError:  # longer than epoll_wait() can take
+                    return self._poll_slow(timeout, max_events)
+                if self._wake_tokens:
+                    return self._without_waker(ready)
+                return ready
         return self._poll_slow(timeout, max_events)
 
     def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:

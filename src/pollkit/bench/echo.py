@@ -68,6 +68,7 @@ __all__ = [
     "echo_contenders",
     "echo_table",
     "memory_table",
+    "paired_cpu_ratio",
     "resolve_generator",
     "run_echo",
     "run_memory",
@@ -460,6 +461,24 @@ def _run_generator(argv: list[str], server: ServerProcess, seconds: float) -> di
     return result
 
 
+def paired_cpu_ratio(
+    mine: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]]
+) -> Optional[Spread]:
+    """Median and spread of round-by-round CPU-per-message ratios ``mine / theirs``.
+
+    Round *i* of one contender ran next to round *i* of the other, so each
+    ratio compares two runs under the same load on a shared machine; rounds
+    where either side failed are left out.  ``None`` when no pair is left.
+    """
+    ratios = []
+    for a_round, b_round in zip(mine, theirs):
+        a = a_round.get("server_cpu_ns_per_message")
+        b = b_round.get("server_cpu_ns_per_message")
+        if a and b and "error" not in a_round and "error" not in b_round:
+            ratios.append(a / b)
+    return summarize(ratios) if ratios else None
+
+
 @dataclass
 class EchoPoint:
     """One (connections, size) point: every contender's rounds and their summaries."""
@@ -494,13 +513,7 @@ class EchoPoint:
 
     def cpu_ratio(self, name: str, base: str = BASELINE) -> Optional[Spread]:
         """Median and spread of each round's CPU-per-message ratio ``name / base``."""
-        ratios = []
-        for mine, theirs in zip(self.rounds.get(name, []), self.rounds.get(base, [])):
-            a = mine.get("server_cpu_ns_per_message")
-            b = theirs.get("server_cpu_ns_per_message")
-            if a and b and "error" not in mine and "error" not in theirs:
-                ratios.append(a / b)
-        return summarize(ratios) if ratios else None
+        return paired_cpu_ratio(self.rounds.get(name, []), self.rounds.get(base, []))
 
     def errors(self, name: str) -> list[str]:
         return [r["error"] for r in self.rounds.get(name, []) if "error" in r]
@@ -531,11 +544,16 @@ class EchoPoint:
         }
 
 
+def _rounds_at(point: tuple[int, int], rounds: int, target_rounds: Optional[int]) -> int:
+    return target_rounds if target_rounds is not None and point == CPU_TARGET_POINT else rounds
+
+
 def run_echo(
     contenders: Sequence[Contender],
     points: Sequence[tuple[int, int]] = (CPU_TARGET_POINT,),
     *,
     rounds: int = 5,
+    target_rounds: Optional[int] = None,
     warmup: float = 0.3,
     duration: float = 1.0,
     host: str = "127.0.0.1",
@@ -546,6 +564,10 @@ def run_echo(
     progress: Optional[Progress] = None,
 ) -> list[EchoPoint]:
     """Drive every contender at each ``(connections, size)`` point in alternating rounds.
+
+    ``target_rounds`` (default ``rounds``) is the number of rounds at
+    :data:`CPU_TARGET_POINT`, where the targets compare contenders a few
+    percent apart and more rounds narrow the median.
 
     ``pin=False`` leaves servers and load generator to the scheduler (the
     workers study, whose servers need every core); ``server_tree`` counts the
@@ -559,7 +581,8 @@ def run_echo(
     server_cpu, client_cpu = choose_cpus() if pin else (None, None)
     binary, _ = resolve_generator(generator)
     if progress is not None:
-        progress.start(study, len(points) * rounds * len(contenders))
+        total = sum(_rounds_at(point, rounds, target_rounds) for point in points)
+        progress.start(study, total * len(contenders))
     servers: list[ServerProcess] = []
     try:
         for contender in contenders:
@@ -577,7 +600,8 @@ def run_echo(
                 else:
                     active.append(server)
                     point.rounds[server.contender.name] = []
-            for round_number in range(rounds):
+            point_rounds = _rounds_at((connections, size), rounds, target_rounds)
+            for round_number in range(point_rounds):
                 # Serpentine order (A B C, then C B A, ...): every contender
                 # spends as many rounds early as late in a round, so a drift
                 # within rounds cannot favour a fixed position, and the pairs
@@ -601,7 +625,7 @@ def run_echo(
                     if progress is not None:
                         progress.step(
                             f"{connections} conns x {size} B, {name}, "
-                            f"round {round_number + 1}/{rounds}"
+                            f"round {round_number + 1}/{point_rounds}"
                         )
             results.append(point)
         return results

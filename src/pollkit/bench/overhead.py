@@ -17,8 +17,9 @@ Per driver, four contenders watch the same fds:
   ``(fd, mask)`` pairs): the yardstick for "nothing per event, almost nothing
   per call".
 
-Each round times a fixed number of calls of every contender in turn
-(A B C D A B C D ...) with ``time.perf_counter_ns`` and the garbage collector
+Each round times a fixed number of calls of every contender in turn, in
+serpentine order (A B C D, D C B A, ...), with ``time.perf_counter_ns`` and the
+garbage collector
 off; the figures are medians over rounds and the ratios are medians of each
 round's own ratio to ``raw``, so a burst of load on a shared machine skews a
 round, not the result.  The loop's own cost (well under 1 % of a call) is
@@ -411,7 +412,9 @@ def _alternate(
     gc.disable()  # no collection may land in one contender's turn
     try:
         for round_number in range(rounds):
-            for name, contender in order:
+            # Serpentine order (A B C D, then D C B A): each contender runs as
+            # often early as late in a round, so no position is favoured.
+            for name, contender in order if round_number % 2 == 0 else order[::-1]:
                 samples[name].append(contender.timed(calls) / calls)
             if progress is not None:
                 progress.step(f"{label}, round {round_number + 1}/{rounds}")
