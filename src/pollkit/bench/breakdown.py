@@ -6,15 +6,16 @@ rounds, the raw call, then wrappers that add one piece of pollkit's hot path
 at a time, then the real driver:
 
 * epoll: a bare method calling a stored bound method, and one calling the
-  epoll object's method (what the driver does); plus the argument checks (``max_events is None and
-  (timeout is None or timeout >= 0)``); plus the waker-token test after the
-  call (``if self._wake_tokens``); both (what the driver does);
+  epoll object's method (what the driver does); plus the argument checks
+  of ``poll(0)`` and ``poll(None)`` (``max_events is None``, then ``not
+  timeout``); plus the waker-token test after the call (``if
+  self._wake_tokens``); both (what the driver does);
 * poll: a bare method converting seconds to milliseconds; plus the scan of
   the results for ``POLLNVAL`` (closed fds must be reported once and
   dropped);
 * select: unpacking only (the raw lists, not pollkit's result); a bare
-  method building ``(fd, READ)`` pairs with ``zip`` (what the driver does);
-  the same pairs taken from a table built once (no tuple per event).
+  method building ``(fd, READ)`` pairs with ``zip`` (a new tuple per event);
+  the same pairs taken from a table built once (what the driver does).
 
 The replicas copy the drivers' code; if a driver's hot path changes, the
 ``pollkit`` line moves and the replicas no longer explain it.
@@ -90,7 +91,7 @@ class _Replica:
         return self._kernel.poll(timeout)
 
     def arg_checks(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
-        if max_events is None and (timeout is None or timeout >= 0):
+        if max_events is None and not timeout:
             return self._kernel.poll(timeout)
         return self._slow(timeout, max_events)
 
@@ -101,11 +102,8 @@ class _Replica:
         return ready
 
     def both(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
-        if max_events is None and (timeout is None or timeout >= 0):
-            try:
-                ready = self._kernel.poll(timeout)
-            except OverflowError:
-                return self._slow(timeout, max_events)
+        if max_events is None and not timeout:
+            ready = self._kernel.poll(timeout)
             if self._wake_tokens:
                 return self._slow(timeout, max_events)
             return ready
@@ -250,12 +248,12 @@ _EXPLAIN = {
     "bare": "a method calling the epoll object's poll()",
     "arg_checks": "bare + max_events/timeout checks",
     "waker_test": "bare + `if self._wake_tokens` after the call",
-    "both": "checks + try + waker test: the driver's code",
+    "both": "checks + waker test: the driver's code",
     "bare_ms": "a method converting seconds to ms",
     "nval_scan": "bare + the POLLNVAL scan of every event",
     "unpack": "unpacking the three lists (not the contract)",
-    "zip_pairs": "(fd, READ) pairs built by zip: the driver's code",
-    "table_pairs": "(fd, READ) pairs from a table built once",
+    "zip_pairs": "(fd, READ) pairs built by zip: a tuple per event",
+    "table_pairs": "(fd, READ) pairs from a table: the driver's code",
     "pollkit": "the real driver",
 }
 
