@@ -24,6 +24,12 @@ BAD_COMMAND_LINES = {
     "zero-workers": (["echo", "--workers", "0"], "at least 1"),
     "bad-log-level": (["echo", "--log-level", "loud"], "invalid choice"),
     "client-port": (["client", "--port", "99999"], "out of range"),
+    # An unknown name is a usage error; a known driver that cannot open here is not.
+    "unknown-backend": (
+        ["echo", "--backend", "kqueue"],
+        "argument --backend: 'kqueue' is not a driver; choose epoll, poll, select or auto",
+    ),
+    "client-unknown-backend": (["client", "--backend", "kqueue"], "is not a driver"),
     "client-message-and-file": (["client", "--message", "a", "--file", "b"], "not allowed"),
 }
 
@@ -57,8 +63,12 @@ def test_bad_command_line(
     assert expected in line
 
 
-def test_unknown_backend(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["echo", "--backend", "kqueue", "--port", "0"]) == 1
+def test_an_unknown_backend_from_the_environment_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not on the command line, so a runtime error (exit 1) that lists what is available.
+    monkeypatch.setenv("POLLKIT_BACKEND", "kqueue")
+    assert main(["echo", "--port", "0"]) == 1
     line = one_line(capsys.readouterr().err)
     assert "'kqueue'" in line
     assert "available" in line

@@ -34,11 +34,25 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (try --help)\n")
 
 
+def _backend_name(text: str) -> str:
+    """A driver name as ``--backend`` takes it: an unknown one is a usage error (exit 2).
+
+    Whether a known driver can be opened here is found out when it is
+    opened: failing that is a runtime error (exit 1) that says why.
+    """
+    if text.strip().lower() not in (*BACKENDS, "auto"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a driver; choose {', '.join(BACKENDS)} or auto"
+        )
+    return text
+
+
 def backend_argument(parser: argparse.ArgumentParser) -> None:
     """Add the ``--backend`` option every command shares."""
     parser.add_argument(
         "--backend",
         metavar="NAME",
+        type=_backend_name,
         default=None,
         help=f"driver: {', '.join(BACKENDS)} or auto (default: ${ENV_VAR}, else auto)",
     )
