@@ -110,6 +110,50 @@ def test_fromfd_adopts_earlier_registrations(
     assert masks_by_fd(poller.poll(1.0)) == {}
 
 
+def test_fromfd_leaves_out_entries_whose_number_names_another_file_now(
+    raw_epoll: select.epoll,
+    adopt: Callable[[], EpollPoller],
+    make_socketpair: Callable[[], SocketPair],
+) -> None:
+    """Regression: such entries were adopted, so ``register()`` of the file
+    that now has the number raised ``AlreadyRegisteredError``, and
+    ``modify()`` reached the new file (ENOENT), not the watched one."""
+    old, old_peer = make_socketpair()
+    number = old.fileno()
+    raw_epoll.register(number, select.EPOLLIN)
+    keeper = old.dup()  # keeps the watched file, and so the kernel's entry, alive
+    try:
+        old.close()
+        new, _ = make_socketpair()
+        assert new.fileno() == number  # the lowest free number is reused
+        poller = adopt()
+        assert new not in poller
+        assert len(poller) == 0
+        poller.register(new, READ)  # a new entry: (new file, number)
+        assert poller.get_registration(new) == Registration(READ)
+    finally:
+        keeper.close()
+    old_peer.close()
+
+
+def test_fromfd_leaves_out_entries_whose_number_is_closed(
+    raw_epoll: select.epoll, adopt: Callable[[], EpollPoller], socketpair: SocketPair
+) -> None:
+    left, _ = socketpair
+    number = left.fileno()
+    raw_epoll.register(number, select.EPOLLIN)
+    keeper = left.dup()
+    try:
+        left.close()
+        with pytest.raises(OSError):  # noqa: PT011  # EBADF: the number is free
+            os.fstat(number)
+        poller = adopt()
+        assert number not in poller
+        assert len(poller) == 0
+    finally:
+        keeper.close()
+
+
 def test_fromfd_makes_the_fd_its_own(raw_epoll: select.epoll) -> None:
     fd = os.dup(raw_epoll.fileno())
     os.set_inheritable(fd, True)

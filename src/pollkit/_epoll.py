@@ -92,6 +92,26 @@ def _check_epoll_fd(fd: int) -> None:
         os.close(write_end)
 
 
+def _names_the_watched_file(fd: int, fields: list[str]) -> bool:
+    """Whether ``fd`` is open and names the file an fdinfo ``tfd:`` line watches.
+
+    The line's ``ino:`` is the watched file's inode number (hex).  Without
+    one (an fdinfo format we do not know), an open fd is taken as the file.
+    """
+    try:
+        inode = os.fstat(fd).st_ino
+    except OSError:
+        return False
+    # "ino:49bbcb" is one field (events: and data: are followed by a space).
+    for field in fields:
+        if field.startswith("ino:"):
+            try:
+                return int(field[4:], 16) == inode
+            except ValueError:
+                break
+    return True
+
+
 class EpollPoller(Poller):
     """The epoll(7) driver: O(ready) per call, native oneshot, edge and exclusive."""
 
@@ -129,8 +149,15 @@ class EpollPoller(Poller):
         re-registered so that ``poll()`` reports their fd.  Without ``/proc``
         the registry starts empty: events of earlier registrations are still
         reported, and ``register()`` of one of them raises
-        :class:`AlreadyRegisteredError`.  Registrations for fds that are not
-        open in this process cannot be taken over and are left as they are.
+        :class:`AlreadyRegisteredError`.
+
+        An entry whose fd number is closed in this process, or now names
+        another file than the one the entry watches (a registered fd closed
+        while a duplicate kept its file open, and the number reused), is not
+        adopted: no call through that number can reach the entry, so pollkit
+        could neither modify nor remove it.  The kernel keeps it while the
+        old file is open, and ``poll()`` reports its events under that
+        number; the number itself can be registered afresh.
         """
         fd = to_fd(fd)
         # select.epoll.fromfd() accepts any fd, and the constructor's first
@@ -160,7 +187,7 @@ class EpollPoller(Poller):
                 data = int(fields[fields.index("data:") + 1], 16)
             except (ValueError, IndexError):  # an fdinfo format we do not know
                 continue
-            if target == waker_fd:
+            if target == waker_fd or not _names_the_watched_file(target, fields):
                 continue
             registration = Registration(
                 mask & INPUT_EVENTS,
