@@ -6,6 +6,7 @@ Also: an fd may be given as an int or as any object with ``fileno()``.
 from __future__ import annotations
 
 import errno
+import re
 
 import pytest
 
@@ -14,6 +15,7 @@ from pollkit import (
     AlreadyRegisteredError,
     Events,
     FdOutOfRangeError,
+    InvalidArgumentError,
     NotRegisteredError,
     Poller,
     PollkitError,
@@ -112,6 +114,22 @@ def test_negative_timeout_is_refused(poller: Poller, timeout: float) -> None:
 def test_nan_timeout_is_refused(poller: Poller) -> None:
     with pytest.raises(ValueError, match="timeout"):
         poller.poll(float("nan"))
+
+
+@pytest.mark.parametrize("timeout", ["1", b"0", [1], 1j], ids=["str", "bytes", "list", "complex"])
+def test_a_timeout_that_is_not_a_number_is_refused_by_name(
+    poller: Poller, socketpair: SocketPair, timeout: object
+) -> None:
+    """Regression: the drivers' fast paths compared it with 0 and let the
+    comparison's TypeError out, which named neither the argument nor the value."""
+    left, _ = socketpair
+    poller.register(left, WRITE)
+    for max_events in (None, 1):
+        with pytest.raises(
+            InvalidArgumentError, match=f"timeout must be .*not {re.escape(repr(timeout))}"
+        ):
+            poller.poll(timeout, max_events)  # type: ignore[arg-type]  # the wrong type is the test
+    assert poller.poll(0) == [(left.fileno(), WRITE)]
 
 
 @pytest.mark.parametrize("max_events", [0, -1])

@@ -218,7 +218,11 @@ class EpollPoller(Poller):
                 if self._wake_tokens:
                     return self._without_waker(ready)
                 return ready
-            if timeout > 0:
+            try:
+                waits = timeout > 0
+            except TypeError:  # not a number: the slow path says so, naming it
+                waits = False
+            if waits:
                 try:
                     ready = self._kernel.poll(timeout)
                 except OverflowError:  # longer than epoll_wait() can take

@@ -61,13 +61,17 @@ class PollPoller(Poller):
         if max_events is None:
             if timeout is None:
                 ready: list[tuple[int, int]] = self._kernel_poll()
-            elif timeout >= 0:
+            else:
+                try:
+                    waits = timeout >= 0
+                except TypeError:  # not a number: the slow path says so, naming it
+                    waits = False
+                if not waits:
+                    return self._poll_slow(timeout, max_events)
                 try:
                     ready = self._kernel_poll(timeout * 1000.0)
                 except OverflowError:
                     return self._poll_slow(timeout, max_events)
-            else:
-                return self._poll_slow(timeout, max_events)
             if self._wake_tokens or self._armed_oneshots:
                 return self._settle(ready, None)
             for _, mask in ready:

@@ -86,7 +86,11 @@ class SelectPoller(Poller):
     def poll(
         self, timeout: float | None = None, max_events: int | None = None
     ) -> list[tuple[int, int]]:
-        if max_events is None and (timeout is None or timeout >= 0):
+        try:
+            fast = max_events is None and (timeout is None or timeout >= 0)
+        except TypeError:  # not a number: the slow path says so, naming it
+            fast = False
+        if fast:
             try:
                 readable, writable, urgent = self._kernel_poll(
                     self._readers, self._writers, self._urgent, timeout
