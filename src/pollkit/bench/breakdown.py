@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import select
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Callable, Optional
 
@@ -34,6 +33,7 @@ from .._poll import PollPoller
 from .._select import SelectPoller
 from .overhead import (
     _SELECT_LOOP,
+    CaseResult,
     FdSet,
     _alternate,
     _calibrate,
@@ -42,9 +42,8 @@ from .overhead import (
     method_loop,
 )
 from .report import Progress, format_table
-from .stats import Spread, summarize
 
-__all__ = ["BREAKDOWN_CASES", "BreakdownResult", "breakdown_table", "run_breakdown"]
+__all__ = ["BREAKDOWN_CASES", "breakdown_table", "run_breakdown"]
 
 _READ = 1
 _INVALID = 0x20  # POLLNVAL
@@ -136,29 +135,6 @@ class _Replica:
         return list(map(_read_pair, readable))
 
 
-@dataclass
-class BreakdownResult:
-    driver: str
-    idle: int
-    ready: int
-    calls_per_round: int
-    rounds: int
-    #: In hot-path order: each step's ns per call and its ratio to raw.
-    ns_per_call: dict[str, Spread]
-    ratio_to_raw: dict[str, Spread]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "driver": self.driver,
-            "idle": self.idle,
-            "ready": self.ready,
-            "calls_per_round": self.calls_per_round,
-            "rounds": self.rounds,
-            "ns_per_call": {k: v.as_dict() for k, v in self.ns_per_call.items()},
-            "ratio_to_raw": {k: v.as_dict() for k, v in self.ratio_to_raw.items()},
-        }
-
-
 _STEPS: dict[str, tuple[str, ...]] = {
     "epoll": ("bound", "bare", "arg_checks", "waker_test", "both"),
     "poll": ("bare_ms", "nval_scan"),
@@ -209,7 +185,7 @@ def run_breakdown(
     rounds: int = 300,
     round_seconds: float = 0.002,
     progress: Optional[Progress] = None,
-) -> list[BreakdownResult]:
+) -> list[CaseResult]:
     """Time each case's raw call, replica steps and pollkit in alternating rounds."""
     if progress is not None:
         progress.start("breakdown", len(cases) * rounds)
@@ -224,21 +200,9 @@ def run_breakdown(
             finally:
                 for closer in closers:
                     closer.close()
-        raw = samples["raw"]
-        results.append(
-            BreakdownResult(
-                driver,
-                idle,
-                ready,
-                calls,
-                rounds,
-                {name: summarize(values) for name, values in samples.items()},
-                {
-                    name: summarize([v / r for v, r in zip(values, raw)])
-                    for name, values in samples.items()
-                },
-            )
-        )
+        result = CaseResult(driver, idle, ready)
+        result.summarize(calls, samples)
+        results.append(result)
     return results
 
 
@@ -258,19 +222,21 @@ _EXPLAIN = {
 }
 
 
-def breakdown_table(results: Sequence[BreakdownResult]) -> str:
+def breakdown_table(results: Sequence[CaseResult]) -> str:
     rows: list[list[object]] = []
     for result in results:
         raw = result.ns_per_call["raw"].median
         for name, spread in result.ns_per_call.items():
-            ratio = result.ratio_to_raw[name]
+            ratio = result.ratio_to_raw.get(name)
             rows.append(
                 [
                     f"{result.driver} {result.ready} ready",
                     name,
                     f"{spread.median:.0f}",
                     f"{spread.median - raw:+.0f}",
-                    f"{ratio.median:.3f} [{ratio.p25:.3f}-{ratio.p75:.3f}]",
+                    "1"
+                    if ratio is None
+                    else f"{ratio.median:.3f} [{ratio.p25:.3f}-{ratio.p75:.3f}]",
                     _EXPLAIN.get(name, ""),
                 ]
             )

@@ -301,6 +301,22 @@ class CaseResult:
     target: Optional[float] = None
     skipped: Optional[str] = None
 
+    def summarize(self, calls_per_round: int, samples: dict[str, list[float]]) -> None:
+        """Fill in the figures from each contender's ns per call, round by round.
+
+        ``samples`` must hold ``"raw"``; round *i* of every contender ran in
+        the same alternating round, so ratios are taken round by round.
+        """
+        self.calls_per_round = calls_per_round
+        self.rounds = len(samples["raw"])
+        self.ns_per_call = {name: summarize(values) for name, values in samples.items()}
+        raw = samples["raw"]
+        self.ratio_to_raw = {
+            name: summarize([v / r for v, r in zip(values, raw)])
+            for name, values in samples.items()
+            if name != "raw"
+        }
+
     @property
     def passed(self) -> Optional[bool]:
         """Whether pollkit/raw met the target; ``None`` without a target or a result."""
@@ -372,15 +388,7 @@ def measure_case(
         finally:
             for contender in built.values():
                 contender.close()
-    result.calls_per_round = calls
-    result.rounds = rounds
-    result.ns_per_call = {name: summarize(values) for name, values in samples.items()}
-    raw = samples["raw"]
-    result.ratio_to_raw = {
-        name: summarize([v / r for v, r in zip(values, raw)])
-        for name, values in samples.items()
-        if name != "raw"
-    }
+    result.summarize(calls, samples)
     return result
 
 
