@@ -116,6 +116,17 @@ def test_nan_timeout_is_refused(poller: Poller) -> None:
         poller.poll(float("nan"))
 
 
+def test_a_bool_timeout_is_the_int_it_is_with_or_without_max_events(
+    poller: Poller, socketpair: SocketPair
+) -> None:
+    """Regression: ``poll(True)`` waited a second but ``poll(True, 1)`` was refused."""
+    left, _ = socketpair
+    poller.register(left, WRITE)
+    for timeout in (False, True):
+        for max_events in (None, 1):
+            assert poller.poll(timeout, max_events) == [(left.fileno(), WRITE)]
+
+
 @pytest.mark.parametrize("timeout", ["1", b"0", [1], 1j], ids=["str", "bytes", "list", "complex"])
 def test_a_timeout_that_is_not_a_number_is_refused_by_name(
     poller: Poller, socketpair: SocketPair, timeout: object
