@@ -63,6 +63,27 @@ def test_bad_command_line(
     assert expected in line
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--max-clients", "5"], "--max-clients limit"),
+        (["--idle-timeout", "5"], "--idle-timeout limit"),
+        (["--max-clients", "5", "--idle-timeout", "5"], "--max-clients and --idle-timeout limit"),
+    ],
+    ids=["max-clients", "idle-timeout", "both"],
+)
+def test_tcp_only_options_with_udp_are_a_usage_error(
+    options: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: they were quietly ignored with --udp."""
+    assert main(["echo", "--udp", "--port", "0", *options]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = one_line(captured.err)
+    assert line.startswith("pollkit echo: error:")
+    assert named in line
+
+
 def test_an_unknown_backend_from_the_environment_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

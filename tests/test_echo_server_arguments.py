@@ -25,6 +25,8 @@ BAD = {
     "nan-grace-period": ({"grace_period": math.nan}, "grace_period"),
     "negative-grace-period": ({"grace_period": -1}, "grace_period"),
     "zero-socket-buffer": ({"socket_buffer": 0}, "socket_buffer"),
+    # Regression: ignored before; a UDP server has no clients to time out.
+    "udp-idle-timeout": ({"udp": True, "idle_timeout": 5.0}, "idle_timeout=5.0 closes TCP"),
 }
 
 

@@ -252,7 +252,9 @@ class EchoServer:
         max_clients: connections served at once; more are accepted and
             closed at once (TCP).
         idle_timeout: seconds without progress in either direction after
-            which a client is closed; ``None`` never closes one (TCP).
+            which a client is closed; ``None`` never closes one.  TCP only:
+            UDP has no clients to close, and ``udp=True`` with a timeout
+            raises :class:`~pollkit.InvalidArgumentError`.
         max_buffer: per-connection high-water mark of unsent echo, in bytes:
             above it the client is not read until its echo drains to a
             quarter of it.  (UDP: the bound on queued datagram bytes.)
@@ -267,7 +269,7 @@ class EchoServer:
 
     Raises:
         InvalidArgumentError: a bad port, limit or timeout (the message
-            names it).
+            names it), or an ``idle_timeout`` with ``udp=True``.
         OSError: the address does not resolve, or cannot be bound (busy
             port: ``errno.EADDRINUSE``).
     """
@@ -296,6 +298,11 @@ class EchoServer:
             if idle_timeout is None
             else _seconds("idle_timeout", idle_timeout, allow_zero=False)
         )
+        if udp and idle_timeout is not None:
+            raise InvalidArgumentError(
+                f"idle_timeout={idle_timeout!r} closes TCP clients; a UDP server has none "
+                "(leave it None with udp=True)"
+            )
         self._grace_period = _seconds("grace_period", grace_period, allow_zero=True)
         _positive_int("backlog", backlog)
         if socket_buffer is not None:

@@ -113,7 +113,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     echo.add_argument(
         "--max-clients",
         type=_positive_int,
-        default=DEFAULT_MAX_CLIENTS,
+        default=None,
         metavar="N",
         help=f"TCP connections served at once; more are closed at once (default: "
         f"{DEFAULT_MAX_CLIENTS})",
@@ -243,7 +243,7 @@ def _make_server(args: argparse.Namespace, poller: Poller, *, reuse_port: bool) 
         args.host,
         args.port,
         udp=args.udp,
-        max_clients=args.max_clients,
+        max_clients=DEFAULT_MAX_CLIENTS if args.max_clients is None else args.max_clients,
         idle_timeout=args.idle_timeout,
         max_buffer=args.max_buffer,
         grace_period=args.grace_period,
@@ -253,6 +253,22 @@ def _make_server(args: argparse.Namespace, poller: Poller, *, reuse_port: bool) 
 
 def run_echo(args: argparse.Namespace) -> int:
     """``pollkit echo``: serve until SIGINT/SIGTERM; 0 after a graceful stop."""
+    tcp_only = [
+        option
+        for option, value in (
+            ("--max-clients", args.max_clients),
+            ("--idle-timeout", args.idle_timeout),
+        )
+        if value is not None
+    ]
+    if args.udp and tcp_only:
+        # A usage error like argparse's own (exit 2), rather than an option quietly ignored.
+        print(
+            f"pollkit echo: error: {' and '.join(tcp_only)} limit TCP clients; "
+            "a UDP server has none (drop them or --udp) (try --help)",
+            file=sys.stderr,
+        )
+        return 2
     with _logging_to_stderr(args.log_level):
         if args.workers > 1:
             return _run_workers(args)
