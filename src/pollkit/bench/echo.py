@@ -171,21 +171,7 @@ def echo_contenders(
             skipped[name] = f"the {backend} driver is not available here"
             continue
         if cli_problem is None:
-            argv = (
-                sys.executable,
-                "-m",
-                "pollkit",
-                "echo",
-                "--backend",
-                backend,
-                "--host",
-                "{host}",
-                "--port",
-                "{port}",
-                "--max-clients",
-                "1000000",
-            )
-            runnable.append(Contender(name, argv, backend, via="cli"))
+            runnable.append(Contender(name, _echo_command(backend), backend, via="cli"))
         else:
             argv = (
                 sys.executable,
@@ -208,29 +194,24 @@ def echo_contenders(
     return runnable, skipped
 
 
+def _echo_command(backend: str, *extra: str) -> tuple[str, ...]:
+    """``pollkit echo`` on ``backend``, as a contender's argv template.
+
+    ``{host}`` and ``{port}`` are filled in when the server starts; the client
+    limit is lifted so that the sweep's largest point is served, not refused.
+    """
+    return (
+        *(sys.executable, "-m", "pollkit", "echo", "--backend", backend),
+        *("--host", "{host}", "--port", "{port}", "--max-clients", "1000000"),
+        *extra,
+    )
+
+
 def workers_contenders(backend: str, counts: Sequence[int]) -> list[Contender]:
     """``pollkit echo --workers N`` on ``backend``, one contender per N."""
     return [
         Contender(
-            f"workers-{count}",
-            (
-                sys.executable,
-                "-m",
-                "pollkit",
-                "echo",
-                "--backend",
-                backend,
-                "--host",
-                "{host}",
-                "--port",
-                "{port}",
-                "--max-clients",
-                "1000000",
-                "--workers",
-                str(count),
-            ),
-            backend,
-            via="cli",
+            f"workers-{count}", _echo_command(backend, "--workers", str(count)), backend, via="cli"
         )
         for count in counts
     ]
