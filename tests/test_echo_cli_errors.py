@@ -76,7 +76,9 @@ def test_tcp_only_options_with_udp_are_a_usage_error(
     options: list[str], named: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Regression: they were quietly ignored with --udp."""
-    assert main(["echo", "--udp", "--port", "0", *options]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["echo", "--udp", "--port", "0", *options])
+    assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     line = one_line(captured.err)

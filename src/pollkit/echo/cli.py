@@ -154,7 +154,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         default="info",
         help="default: info (debug logs connection events)",
     )
-    echo.set_defaults(func=run_echo)
+    # usage_error: for the checks that span options, made after parsing.
+    echo.set_defaults(func=run_echo, usage_error=echo.error)
 
     client = subparsers.add_parser(
         "client",
@@ -262,13 +263,11 @@ def run_echo(args: argparse.Namespace) -> int:
         if value is not None
     ]
     if args.udp and tcp_only:
-        # A usage error like argparse's own (exit 2), rather than an option quietly ignored.
-        print(
-            f"pollkit echo: error: {' and '.join(tcp_only)} limit TCP clients; "
-            "a UDP server has none (drop them or --udp) (try --help)",
-            file=sys.stderr,
+        # A usage error (exit 2) through the parser, rather than an option quietly ignored.
+        args.usage_error(
+            f"{' and '.join(tcp_only)} limit TCP clients; a UDP server has none "
+            "(drop them or --udp)"
         )
-        return 2
     with _logging_to_stderr(args.log_level):
         if args.workers > 1:
             return _run_workers(args)
