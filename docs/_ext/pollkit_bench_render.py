@@ -20,7 +20,6 @@ how to measure it; a document that is malformed raises ``KeyError``,
 from __future__ import annotations
 
 import re
-import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
@@ -29,6 +28,7 @@ from typing import Any, Callable, Optional
 
 from pollkit import FD_SETSIZE
 from pollkit.bench.cli import STUDIES, Settings
+from pollkit.bench.echo import paired_ratio
 
 __all__ = ["KINDS", "REPRODUCE", "RESULTS_PATH", "render"]
 
@@ -809,12 +809,8 @@ def _paired_ratio(
     contenders = point["contenders"]
     if name not in contenders or base not in contenders:
         return None
-    ratios = [
-        float(mine[key]) / float(theirs[key])
-        for mine, theirs in zip(contenders[name]["rounds"], contenders[base]["rounds"])
-        if mine.get(key) and theirs.get(key) and "error" not in mine and "error" not in theirs
-    ]
-    return statistics.median(ratios) if ratios else None
+    ratio = paired_ratio(contenders[name]["rounds"], contenders[base]["rounds"], key)
+    return None if ratio is None else ratio.median
 
 
 def _cpu(point: Mapping[str, Any], name: str) -> Optional[float]:

@@ -500,7 +500,7 @@ def _targets(studies: dict[str, Any]) -> list[dict[str, Any]]:
         CPU_TARGET_RATIO,
         MEMORY_TARGET_BYTES,
         MEMORY_TARGET_CONNECTIONS,
-        paired_cpu_ratio,
+        paired_ratio,
     )
 
     found: list[dict[str, Any]] = []
@@ -534,7 +534,7 @@ def _targets(studies: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
         uvloop = point["contenders"].get("uvloop-protocol")
-        versus = None if uvloop is None else paired_cpu_ratio(mine["rounds"], uvloop["rounds"])
+        versus = None if uvloop is None else paired_ratio(mine["rounds"], uvloop["rounds"])
         if versus is not None:
             # Paired like every other ratio here: round i of pollkit against
             # round i of uvloop, which ran next to it.

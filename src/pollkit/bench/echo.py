@@ -68,7 +68,7 @@ __all__ = [
     "echo_contenders",
     "echo_table",
     "memory_table",
-    "paired_cpu_ratio",
+    "paired_ratio",
     "resolve_generator",
     "run_echo",
     "run_memory",
@@ -442,21 +442,24 @@ def _run_generator(argv: list[str], server: ServerProcess, seconds: float) -> di
     return result
 
 
-def paired_cpu_ratio(
-    mine: Sequence[dict[str, Any]], theirs: Sequence[dict[str, Any]]
+def paired_ratio(
+    mine: Sequence[dict[str, Any]],
+    theirs: Sequence[dict[str, Any]],
+    key: str = "server_cpu_ns_per_message",
 ) -> Optional[Spread]:
-    """Median and spread of round-by-round CPU-per-message ratios ``mine / theirs``.
+    """Median and spread of round-by-round ratios ``mine / theirs`` of ``key``.
 
     Round *i* of one contender ran next to round *i* of the other, so each
     ratio compares two runs under the same load on a shared machine; rounds
-    where either side failed are left out.  ``None`` when no pair is left.
+    where either side failed, or lacks the figure, are left out.  ``None``
+    when no pair is left.
     """
     ratios = []
     for a_round, b_round in zip(mine, theirs):
-        a = a_round.get("server_cpu_ns_per_message")
-        b = b_round.get("server_cpu_ns_per_message")
+        a = a_round.get(key)
+        b = b_round.get(key)
         if a and b and "error" not in a_round and "error" not in b_round:
-            ratios.append(a / b)
+            ratios.append(float(a) / float(b))
     return summarize(ratios) if ratios else None
 
 
@@ -494,7 +497,7 @@ class EchoPoint:
 
     def cpu_ratio(self, name: str, base: str = BASELINE) -> Optional[Spread]:
         """Median and spread of each round's CPU-per-message ratio ``name / base``."""
-        return paired_cpu_ratio(self.rounds.get(name, []), self.rounds.get(base, []))
+        return paired_ratio(self.rounds.get(name, []), self.rounds.get(base, []))
 
     def errors(self, name: str) -> list[str]:
         return [r["error"] for r in self.rounds.get(name, []) if "error" in r]
