@@ -398,6 +398,12 @@ class ServerProcess:
         self.close()
 
 
+def main_thread_sleeps() -> bool:
+    """True while this process's main thread sleeps (in a poller's system call, say)."""
+    with open(f"/proc/self/task/{threading.main_thread().native_id}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "S"
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid`` so far, from ``/proc/<pid>/stat``."""
     with open(f"/proc/{pid}/stat") as stat:

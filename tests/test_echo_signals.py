@@ -10,10 +10,25 @@ waits until the server has read all of it (its socket's receive queue in
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
+import threading
+from types import FrameType
+from typing import Callable
 
 import pytest
 
-from echo_helpers import ServerProcess, connect, read_to_eof, wait_until_server_read_all
+from echo_helpers import (
+    PROMPT,
+    ServerProcess,
+    connect,
+    main_thread_sleeps,
+    read_to_eof,
+    wait_until,
+    wait_until_server_read_all,
+)
+from pollkit import Poller
+from pollkit.echo import EchoServer
 
 PAYLOAD = bytes(range(256)) * (16 * 4096)  # 16 MiB
 BIG_BUFFER = str(64 * 1024 * 1024)
@@ -68,3 +83,101 @@ def test_signal_with_no_clients_exits_zero(poller_backend: str) -> None:
         server.signal(signal.SIGTERM)
         assert server.wait() == 0, server.output()
         assert "stopped" in server.output()
+
+
+# A thread that, told to on stdin, waits until the main thread sleeps in the
+# poller's system call and then sends the signal to itself: the C-level handler
+# runs in this thread and the main thread's call is not interrupted.  That is
+# also what a signal landing just before the main thread enters the call
+# leaves behind.  Without a wakeup fd watched by the poller, the Python handler
+# (and the shutdown it starts) would wait for the next event: none comes.
+_OTHER_THREAD = """
+import os, signal, sys, threading, time
+
+def _main_thread_sleeps():
+    with open(f"/proc/self/task/{os.getpid()}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "S"
+
+def _signal_from_another_thread():
+    signum = int(sys.stdin.readline())
+    deadline = time.monotonic() + 10
+    while not _main_thread_sleeps() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    signal.pthread_kill(threading.get_ident(), signum)
+
+threading.Thread(target=_signal_from_another_thread, daemon=True).start()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+@pytest.mark.timeout(60)
+def test_signal_that_misses_the_blocked_main_thread_still_stops(
+    poller_backend: str, protocol: str, signum: int
+) -> None:
+    argv = ["echo", "--port", "0"] + (["--udp"] if protocol == "udp" else [])
+    with ServerProcess(
+        argv, backend=poller_backend, prelude=_OTHER_THREAD, stdin=subprocess.PIPE
+    ) as server:
+        server.wait_listening()
+        server.tell(str(int(signum)))
+        assert server.wait() == 0, server.output()
+        assert "stopped" in server.output()
+    assert "Traceback" not in server.output()
+
+
+def _serve_in_the_main_thread(server: EchoServer, then: Callable[[], object]) -> None:
+    """``server.serve_forever()`` here; ``then()`` in a thread once this one sleeps in it."""
+    failures: list[BaseException] = []
+
+    def act() -> None:
+        try:
+            wait_until(main_thread_sleeps, what="the main thread blocked in poll()")
+            then()
+        except BaseException as exc:  # noqa: BLE001  # reported in the main thread below
+            failures.append(exc)
+            server.shutdown()
+
+    helper = threading.Thread(target=act, name="signal-sender", daemon=True)
+    helper.start()
+    server.serve_forever()
+    helper.join(PROMPT)
+    if failures:
+        raise failures[0]
+
+
+@pytest.mark.timeout(60)
+def test_handler_runs_though_another_thread_took_the_signal(poller: Poller) -> None:
+    handled: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        handled.append(signum)
+        server.shutdown()
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with EchoServer(poller, "127.0.0.1", 0) as server:
+            _serve_in_the_main_thread(
+                server, lambda: signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+            )
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert handled == [signal.SIGUSR1]
+    # Everything is put back: no wakeup fd, no registration left in the poller.
+    assert signal.set_wakeup_fd(-1) == -1
+    assert len(poller) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_wakeup_fd_set_before_is_left_alone(poller: Poller) -> None:
+    theirs, other_end = socket.socketpair()
+    with theirs, other_end:
+        theirs.setblocking(False)
+        signal.set_wakeup_fd(theirs.fileno())
+        try:
+            with EchoServer(poller, "127.0.0.1", 0) as server:
+                _serve_in_the_main_thread(server, server.shutdown)
+        finally:
+            still = signal.set_wakeup_fd(-1)
+        assert still == theirs.fileno()
+    assert len(poller) == 0

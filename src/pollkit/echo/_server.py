@@ -42,7 +42,10 @@ How it stays correct and cheap, and why:
   that granularity.
 * **Shutdown.**  :meth:`EchoServer.shutdown` sets a flag and calls
   ``Poller.wakeup()``, so it works from any thread and from a signal
-  handler.  The server then closes the listening socket, stops reading,
+  handler.  Serving in the main thread, the server also points
+  ``signal.set_wakeup_fd()`` at a pipe its poller watches, so that a signal
+  that misses the blocked system call (see ``_signals.py``) still ends it
+  and the handler runs at once.  The server then closes the listening socket, stops reading,
   pushes every connection's pending echo to the kernel within
   ``grace_period`` seconds, and closes each connection once no echo can be
   lost: it half-closes (the client sees EOF right after its last byte of
@@ -69,6 +72,7 @@ import math
 import socket
 import sys
 import termios
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
@@ -76,6 +80,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 from .._events import Events
 from ..errors import FdOutOfRangeError, InvalidArgumentError, PollerClosedError, PollerForkedError
 from ._net import DEFAULT_HOST, DEFAULT_PORT, bind_socket, check_port, format_address
+from ._signals import SignalWakeup
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -321,6 +326,17 @@ class EchoServer:
                 raise
         self._listen_fd = self._listener.fileno()
         self._address: tuple[str, int] = self._listener.getsockname()[:2]
+        # Only the main thread can route signals to a poller (see _signals.py).
+        # Made here, next to the listening socket, so that its fds are as low
+        # (select watches fds < 1024 only).  Out of fds, the server still
+        # serves; a signal may then wait for the next event to be handled.
+        self._signals: SignalWakeup | None = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._signals = SignalWakeup()
+            except OSError as exc:
+                log.debug("no signal wakeup pipe: %s", exc)
+        self._signal_fd = -1  # the pipe's read fd while serve_forever() watches it
 
         self._connections: dict[int, _Connection] = {}
         self._buffer = bytearray(_READ_SIZE)
@@ -406,6 +422,12 @@ class EchoServer:
         the graceful stop; the server is closed afterwards.  An exception
         (say, from a signal handler) closes every socket on its way out.
 
+        In the main thread it sets ``signal.set_wakeup_fd()`` to a pipe
+        registered in the poller while it serves, so that a signal handler
+        (calling :meth:`shutdown`, say) runs at once even when the signal
+        missed the blocked ``poll()``; it restores the setting on return.
+        If a wakeup fd is set already (an asyncio loop's), it leaves it.
+
         Raises:
             RuntimeError: the server is closed, or already serving.
         """
@@ -414,7 +436,10 @@ class EchoServer:
         if self._serving:
             raise RuntimeError("this EchoServer is already serving")
         self._serving = True
+        signals = self._signals
         try:
+            if signals is not None and signals.install(self._poller):
+                self._signal_fd = signals.read_fd
             self._set_listener_events(_READ)
             log.info(
                 "serving echo over %s on %s with the %s driver",
@@ -431,6 +456,9 @@ class EchoServer:
             log.info("stopped")
         finally:
             self._serving = False
+            self._signal_fd = -1
+            if signals is not None:
+                signals.uninstall()
             self.close()
 
     def shutdown(self, *, graceful: bool = True) -> None:
@@ -478,6 +506,8 @@ class EchoServer:
             self._datagrams.clear()
             self._queued_bytes = 0
             self._listener.close()
+            if self._signals is not None:
+                self._signals.close()
 
     def __enter__(self) -> Self:
         return self
@@ -509,6 +539,7 @@ class EchoServer:
         high_water = self._max_buffer
         nosignal = _MSG_NOSIGNAL
         track_time = self._idle_timeout is not None
+        signal_fd = self._signal_fd
         now = 0.0
         while not self._stop_requested:
             deadline = self._deadline
@@ -525,6 +556,8 @@ class EchoServer:
                 except KeyError:
                     if fd == listen_fd:
                         self._accept_ready()
+                    elif fd == signal_fd:
+                        self._drain_signals()
                     continue  # else an fd closed earlier in this batch
                 if conn.out is not None and mask & _WRITE_OR_FAILURE and not self._flush(fd, conn):
                     continue  # closed: everything echoed after a half-close, or an error
@@ -836,6 +869,11 @@ class EchoServer:
             if conn.out is None:
                 self._linger(fd, conn)
 
+    def _drain_signals(self) -> None:
+        """Empty the signal wakeup pipe; the handlers run on their own, between bytecodes."""
+        if self._signals is not None:
+            self._signals.drain()
+
     def _wait_out_grace_period(
         self, done: Callable[[], bool], handle: Callable[[list[tuple[int, int]]], None]
     ) -> None:
@@ -849,14 +887,21 @@ class EchoServer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            handle(poll(min(remaining, _LINGER_TICK)))
+            ready = poll(min(remaining, _LINGER_TICK))
+            if self._signal_fd >= 0:
+                self._drain_signals()
+            handle(ready)
 
     # -- UDP --------------------------------------------------------------------
 
     def _serve_udp(self) -> None:
         poll = self._poller.poll
+        signal_fd = self._signal_fd
         while not self._stop_requested:
-            for _, mask in poll():
+            for fd, mask in poll():
+                if fd == signal_fd:
+                    self._drain_signals()
+                    continue
                 if mask & _WRITE and self._datagrams:
                     self._flush_datagrams()
                 if mask & _READ_OR_FAILURE and self._listener_events & _READ:
