@@ -43,6 +43,8 @@ log = logging.getLogger("pollkit.echo")
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What the --workers parent waits for with sigwaitinfo(), blocked meanwhile.
+_SUPERVISOR_SIGNALS = frozenset({*_STOP_SIGNALS, signal.SIGCHLD})
 _GRACEFUL = b"g"
 _ABORT = b"a"
 _READY = b"r"
@@ -238,6 +240,15 @@ def _signals_to(handler: Callable[[int, FrameType | None], None]) -> Iterator[No
             signal.signal(signum, old)
 
 
+@contextmanager
+def _blocked(signals: frozenset[signal.Signals]) -> Iterator[None]:
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _make_server(args: argparse.Namespace, poller: Poller, *, reuse_port: bool) -> EchoServer:
     return EchoServer(
         poller,
@@ -328,7 +339,11 @@ class _Supervisor:
     def run(self, where: str) -> int:
         args = self.args
         ready_read, ready_write = os.pipe()
-        with _signals_to(self.on_signal):
+        # The signals stay blocked while the parent works and are taken with
+        # sigwaitinfo() in _reap(): a handler could miss the moment (a signal
+        # landing just before a blocking waitpid() waits for a child to exit).
+        # Its handler still takes what is pending when they are unblocked.
+        with _signals_to(self.on_signal), _blocked(_SUPERVISOR_SIGNALS):
             try:
                 for index in range(args.workers):
                     self._fork(index, ready_read, ready_write)
@@ -368,7 +383,12 @@ class _Supervisor:
 
     def _reap(self) -> None:
         while self.controls:
-            pid, wait_status = os.waitpid(-1, 0)
+            pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:  # none has exited: wait for a stop signal or SIGCHLD
+                signum = signal.sigwaitinfo(_SUPERVISOR_SIGNALS).si_signo
+                if signum != signal.SIGCHLD:
+                    self.on_signal(signum, None)
+                continue
             control = self.controls.pop(pid, None)
             if control is None:
                 continue
@@ -401,6 +421,7 @@ def _worker_process(
     try:
         for signum in _STOP_SIGNALS:
             signal.signal(signum, stopper.handle)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)  # blocked by the parent
         with open_poller(args.backend) as poller:
             server = _make_server(args, poller, reuse_port=True)
             stopper.attach(server)
