@@ -45,13 +45,13 @@ How it stays correct and cheap, and why:
   handler.  Serving in the main thread, the server also points
   ``signal.set_wakeup_fd()`` at a pipe its poller watches, so that a signal
   that misses the blocked system call (see ``_signals.py``) still ends it
-  and the handler runs at once.  The server then closes the listening socket, stops reading,
-  pushes every connection's pending echo to the kernel within
-  ``grace_period`` seconds, and closes each connection once no echo can be
-  lost: it half-closes (the client sees EOF right after its last byte of
-  echo), reads and drops the client's input, and closes when the client's
-  kernel has acknowledged everything, FIN included, or the client has closed
-  too.  (Closing a socket with input unread or still arriving makes the
+  and the handler runs at once.  The server then closes the listening
+  socket, stops reading, pushes every connection's pending echo to the
+  kernel within ``grace_period`` seconds, and closes each connection once no
+  echo can be lost: it half-closes (the client sees EOF right after its last
+  byte of echo), reads and drops the client's input, and closes when the
+  client's kernel has acknowledged everything, FIN included, or the client
+  has closed too.  (Closing a socket with input unread or still arriving makes the
   kernel send RST and throw away the echo it still holds.)  What is left at
   the end of the grace period is closed in the order accepted.
 * **UDP.**  One socket: each datagram (an empty one too) is sent back to its
