@@ -93,6 +93,63 @@ def test_interactive_ctrl_c_exits_cleanly(poller: Poller, poller_backend: str) -
     assert b"Traceback" not in stderr
 
 
+# Sends SIGINT to a thread of its own once told to (a line on the fd in
+# $CONTROL_FD) and once the main thread sleeps: the main thread's read is not
+# interrupted, as with a Ctrl-C landing just before it blocks.  The client
+# must still end at once, without another line of input.
+_SIGINT_FROM_ANOTHER_THREAD = """
+import os, signal, sys, threading, time
+from pollkit.cli import main
+
+def _main_thread_sleeps():
+    with open(f"/proc/self/task/{os.getpid()}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "S"
+
+def _interrupt():
+    with open(int(os.environ["CONTROL_FD"]), "rb") as control:
+        control.readline()
+    deadline = time.monotonic() + 10
+    while not _main_thread_sleeps() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+threading.Thread(target=_interrupt, daemon=True).start()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_interactive_ctrl_c_that_misses_the_blocked_read(
+    poller: Poller, poller_backend: str
+) -> None:
+    with serving(poller) as server:
+        argv = client_command(server, poller_backend)
+        argv[1:3] = ["-c", _SIGINT_FROM_ANOTHER_THREAD]  # in place of "-m pollkit"
+        reader, writer = os.pipe()
+        control_read, control_write = os.pipe()
+        with (
+            open(writer, "wb", buffering=0) as feed,
+            open(control_write, "wb", buffering=0) as control,
+            subprocess.Popen(
+                argv,
+                stdin=reader,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=dict(os.environ, CONTROL_FD=str(control_read)),
+                pass_fds=(control_read,),
+            ) as process,
+        ):
+            os.close(reader)
+            os.close(control_read)
+            assert process.stdout is not None
+            feed.write(b"before ctrl-c\n")
+            assert process.stdout.readline() == b"before ctrl-c\n"
+            control.write(b"interrupt\n")
+            stdout, stderr = process.communicate(timeout=PROMPT)
+    assert process.returncode == 0, stderr
+    assert stdout == b""
+    assert b"Traceback" not in stderr
+
+
 def test_echo_client_library(poller: Poller, poller_factory: Callable[[], Poller]) -> None:
     """A message much larger than the socket buffers and max_buffer does not deadlock."""
     payload = random.Random(6).randbytes(4 * 1024 * 1024)

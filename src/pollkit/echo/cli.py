@@ -32,10 +32,13 @@ from typing import IO, Callable
 
 from .._backends import open_poller
 from .._base import Poller
+from .._events import Events
 from ..cli import backend_argument
+from ..errors import FdOutOfRangeError
 from ._client import DEFAULT_TIMEOUT, EchoClient
 from ._net import DEFAULT_HOST, DEFAULT_PORT, bind_socket, format_address
 from ._server import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_BUFFER, DEFAULT_MAX_CLIENTS, EchoServer
+from ._signals import SignalWakeup
 
 __all__ = ["add_commands"]
 
@@ -293,6 +296,52 @@ def run_echo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdin_lines(backend: str | None) -> Iterator[bytes]:
+    """The lines of standard input, the last one perhaps without a newline.
+
+    A terminal or a pipe is read through a poller that watches a
+    ``signal.set_wakeup_fd()`` pipe too (see ``_signals.py``): a blocking
+    ``readline()`` would not return for a Ctrl-C that lands just before it
+    blocks, until the next line came.  A regular file never blocks (and
+    epoll refuses one): it is read line by line.
+    """
+    stdin = sys.stdin.buffer
+    fd = stdin.fileno()
+    with open_poller(backend) as poller:
+        try:
+            poller.register(fd, Events.READ)
+        except (OSError, FdOutOfRangeError):  # a regular file (epoll: EPERM); select: fd >= 1024
+            yield from iter(stdin.readline, b"")
+            return
+        signals = SignalWakeup()
+        try:
+            signals.install(poller)
+            buffer = bytearray()
+            while True:
+                ready = {ready_fd for ready_fd, _ in poller.poll()}
+                if signals.read_fd in ready:
+                    signals.drain()  # the handler (KeyboardInterrupt) runs on its own
+                if fd not in ready:
+                    continue
+                chunk = os.read(fd, 65536)  # readable, so this returns at once
+                if not chunk:
+                    if buffer:
+                        yield bytes(buffer)
+                    return
+                start = len(buffer)
+                buffer += chunk
+                end = 0
+                while True:
+                    newline = buffer.find(b"\n", start)
+                    if newline < 0:
+                        break
+                    yield bytes(buffer[end : newline + 1])
+                    start = end = newline + 1
+                del buffer[:end]
+        finally:
+            signals.close()
+
+
 # -- workers --------------------------------------------------------------------
 
 
@@ -505,7 +554,7 @@ def _converse(args: argparse.Namespace, client: EchoClient, source: IO[bytes] | 
             file=sys.stderr,
         )
     try:
-        for line in iter(sys.stdin.buffer.readline, b""):
+        for line in _stdin_lines(args.backend):
             out.write(client.echo(line))
             out.flush()
     except KeyboardInterrupt:
