@@ -19,10 +19,9 @@ Per driver, four contenders watch the same fds:
 
 Each round times a fixed number of calls of every contender in turn, in
 serpentine order (A B C D, D C B A, ...), with ``time.perf_counter_ns`` and the
-garbage collector
-off; the figures are medians over rounds and the ratios are medians of each
-round's own ratio to ``raw``, so a burst of load on a shared machine skews a
-round, not the result.  The loop's own cost (well under 1 % of a call) is
+garbage collector off; the figures are medians over rounds and the ratios are
+medians of each round's own ratio to ``raw``, so a burst of load on a shared
+machine skews a round, not the result.  The loop's own cost (well under 1 % of a call) is
 included for every contender alike, as ``timeit`` does.
 """
 
