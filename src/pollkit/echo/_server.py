@@ -883,12 +883,13 @@ class EchoServer:
         """
         deadline = time.monotonic() + self._grace_period
         poll = self._poller.poll
+        signal_fd = self._signal_fd
         while not done() and not self._abort_requested:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
             ready = poll(min(remaining, _LINGER_TICK))
-            if self._signal_fd >= 0:
+            if signal_fd >= 0 and any(fd == signal_fd for fd, _ in ready):
                 self._drain_signals()
             handle(ready)
 
