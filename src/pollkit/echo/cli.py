@@ -296,52 +296,6 @@ def run_echo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stdin_lines(backend: str | None) -> Iterator[bytes]:
-    """The lines of standard input, the last one perhaps without a newline.
-
-    A terminal or a pipe is read through a poller that watches a
-    ``signal.set_wakeup_fd()`` pipe too (see ``_signals.py``): a blocking
-    ``readline()`` would not return for a Ctrl-C that lands just before it
-    blocks, until the next line came.  A regular file never blocks (and
-    epoll refuses one): it is read line by line.
-    """
-    stdin = sys.stdin.buffer
-    fd = stdin.fileno()
-    with open_poller(backend) as poller:
-        try:
-            poller.register(fd, Events.READ)
-        except (OSError, FdOutOfRangeError):  # a regular file (epoll: EPERM); select: fd >= 1024
-            yield from iter(stdin.readline, b"")
-            return
-        signals = SignalWakeup()
-        try:
-            signals.install(poller)
-            buffer = bytearray()
-            while True:
-                ready = {ready_fd for ready_fd, _ in poller.poll()}
-                if signals.read_fd in ready:
-                    signals.drain()  # the handler (KeyboardInterrupt) runs on its own
-                if fd not in ready:
-                    continue
-                chunk = os.read(fd, 65536)  # readable, so this returns at once
-                if not chunk:
-                    if buffer:
-                        yield bytes(buffer)
-                    return
-                start = len(buffer)
-                buffer += chunk
-                end = 0
-                while True:
-                    newline = buffer.find(b"\n", start)
-                    if newline < 0:
-                        break
-                    yield bytes(buffer[end : newline + 1])
-                    start = end = newline + 1
-                del buffer[:end]
-        finally:
-            signals.close()
-
-
 # -- workers --------------------------------------------------------------------
 
 
@@ -561,3 +515,49 @@ def _converse(args: argparse.Namespace, client: EchoClient, source: IO[bytes] | 
         if interactive:
             print(file=sys.stderr)
     return 0
+
+
+def _stdin_lines(backend: str | None) -> Iterator[bytes]:
+    """The lines of standard input, the last one perhaps without a newline.
+
+    A terminal or a pipe is read through a poller that watches a
+    ``signal.set_wakeup_fd()`` pipe too (see ``_signals.py``): a blocking
+    ``readline()`` would not return for a Ctrl-C that lands just before it
+    blocks, until the next line came.  A regular file never blocks (and
+    epoll refuses one): it is read line by line.
+    """
+    stdin = sys.stdin.buffer
+    fd = stdin.fileno()
+    with open_poller(backend) as poller:
+        try:
+            poller.register(fd, Events.READ)
+        except (OSError, FdOutOfRangeError):  # a regular file (epoll: EPERM); select: fd >= 1024
+            yield from iter(stdin.readline, b"")
+            return
+        signals = SignalWakeup()
+        try:
+            signals.install(poller)
+            buffer = bytearray()
+            while True:
+                ready = {ready_fd for ready_fd, _ in poller.poll()}
+                if signals.read_fd in ready:
+                    signals.drain()  # the handler (KeyboardInterrupt) runs on its own
+                if fd not in ready:
+                    continue
+                chunk = os.read(fd, 65536)  # readable, so this returns at once
+                if not chunk:
+                    if buffer:
+                        yield bytes(buffer)
+                    return
+                start = len(buffer)
+                buffer += chunk
+                end = 0
+                while True:
+                    newline = buffer.find(b"\n", start)
+                    if newline < 0:
+                        break
+                    yield bytes(buffer[end : newline + 1])
+                    start = end = newline + 1
+                del buffer[:end]
+        finally:
+            signals.close()
