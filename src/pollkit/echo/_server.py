@@ -51,9 +51,9 @@ How it stays correct and cheap, and why:
   echo can be lost: it half-closes (the client sees EOF right after its last
   byte of echo), reads and drops the client's input, and closes when the
   client's kernel has acknowledged everything, FIN included, or the client
-  has closed too.  (Closing a socket with input unread or still arriving makes the
-  kernel send RST and throw away the echo it still holds.)  What is left at
-  the end of the grace period is closed in the order accepted.
+  has closed too.  (Closing a socket with input unread or still arriving
+  makes the kernel send RST and throw away the echo it still holds.)  What is
+  left at the end of the grace period is closed in the order accepted.
 * **UDP.**  One socket: each datagram (an empty one too) is sent back to its
   sender at once, or queued when the socket buffer is full; past
   ``max_buffer`` queued bytes the server stops reading until the queue
