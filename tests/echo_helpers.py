@@ -293,7 +293,8 @@ def wait_until_server_read_all(sock: socket.socket) -> None:
 # -- a server in a subprocess --------------------------------------------------------
 
 #: Runs the ``pollkit`` command line; a test prepends setup code (rlimits, signals).
-_MAIN = "import sys\nfrom pollkit.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+#: The ``-c`` source that runs the ``pollkit`` CLI with the process's arguments.
+CLI_MAIN = "import sys\nfrom pollkit.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 _LISTENING = re.compile(r"serving echo over \w+ on \[?([^\]\s]+?)\]?:(\d+)")
 
 
@@ -306,7 +307,7 @@ class ServerProcess:
         *,
         backend: str,
         prelude: str = "",
-        script: str = _MAIN,
+        script: str = CLI_MAIN,
         stdin: int | None = subprocess.DEVNULL,
     ) -> None:
         env = dict(os.environ, POLLKIT_BACKEND=backend, PYTHONUNBUFFERED="1")
@@ -402,6 +403,35 @@ def main_thread_sleeps() -> bool:
     """True while this process's main thread sleeps (in a poller's system call, say)."""
     with open(f"/proc/self/task/{threading.main_thread().native_id}/stat") as stat:
         return stat.read().rsplit(")", 1)[1].split()[0] == "S"
+
+
+def signal_from_another_thread(read_signum: str) -> str:
+    """Source for a child's ``-c`` prelude: a thread that signals itself when asked.
+
+    The thread evaluates ``read_signum`` (an expression that blocks until the
+    test asks, and gives the signal number), waits until the main thread
+    sleeps (the test of :func:`main_thread_sleeps`, inlined: the child cannot
+    import this module), then sends the signal to itself with
+    ``pthread_kill``.  The C-level handler runs in that thread, so the main
+    thread's system call is not interrupted: what a signal landing just
+    before the main thread blocks also leaves behind.
+    """
+    return f"""
+import os, signal, sys, threading, time
+
+def _main_thread_sleeps():
+    with open(f"/proc/self/task/{{os.getpid()}}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "S"
+
+def _signal_from_another_thread():
+    signum = int({read_signum})
+    deadline = time.monotonic() + 10
+    while not _main_thread_sleeps() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    signal.pthread_kill(threading.get_ident(), signum)
+
+threading.Thread(target=_signal_from_another_thread, daemon=True).start()
+"""
 
 
 def cpu_seconds(pid: int) -> float:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 
-from echo_helpers import PROMPT, serving
+from echo_helpers import CLI_MAIN, PROMPT, serving, signal_from_another_thread
 from pollkit import Poller
 from pollkit.echo import EchoClient, EchoClientError, EchoServer
 
@@ -93,29 +93,12 @@ def test_interactive_ctrl_c_exits_cleanly(poller: Poller, poller_backend: str) -
     assert b"Traceback" not in stderr
 
 
-# Sends SIGINT to a thread of its own once told to (a line on the fd in
-# $CONTROL_FD) and once the main thread sleeps: the main thread's read is not
-# interrupted, as with a Ctrl-C landing just before it blocks.  The client
-# must still end at once, without another line of input.
-_SIGINT_FROM_ANOTHER_THREAD = """
-import os, signal, sys, threading, time
-from pollkit.cli import main
-
-def _main_thread_sleeps():
-    with open(f"/proc/self/task/{os.getpid()}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] == "S"
-
-def _interrupt():
-    with open(int(os.environ["CONTROL_FD"]), "rb") as control:
-        control.readline()
-    deadline = time.monotonic() + 10
-    while not _main_thread_sleeps() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-
-threading.Thread(target=_interrupt, daemon=True).start()
-sys.exit(main(sys.argv[1:]))
-"""
+# The main thread's read is not interrupted, as with a Ctrl-C landing just
+# before it blocks; the client must still end at once, without another line
+# of input.  The signal number comes on the fd in $CONTROL_FD.
+_SIGINT_FROM_ANOTHER_THREAD = (
+    signal_from_another_thread('os.read(int(os.environ["CONTROL_FD"]), 16)') + CLI_MAIN
+)
 
 
 def test_interactive_ctrl_c_that_misses_the_blocked_read(
@@ -143,7 +126,7 @@ def test_interactive_ctrl_c_that_misses_the_blocked_read(
             assert process.stdout is not None
             feed.write(b"before ctrl-c\n")
             assert process.stdout.readline() == b"before ctrl-c\n"
-            control.write(b"interrupt\n")
+            control.write(b"%d\n" % signal.SIGINT)
             stdout, stderr = process.communicate(timeout=PROMPT)
     assert process.returncode == 0, stderr
     assert stdout == b""

@@ -24,6 +24,7 @@ from echo_helpers import (
     connect,
     main_thread_sleeps,
     read_to_eof,
+    signal_from_another_thread,
     wait_until,
     wait_until_server_read_all,
 )
@@ -85,28 +86,10 @@ def test_signal_with_no_clients_exits_zero(poller_backend: str) -> None:
         assert "stopped" in server.output()
 
 
-# A thread that, told to on stdin, waits until the main thread sleeps in the
-# poller's system call and then sends the signal to itself: the C-level handler
-# runs in this thread and the main thread's call is not interrupted.  That is
-# also what a signal landing just before the main thread enters the call
-# leaves behind.  Without a wakeup fd watched by the poller, the Python handler
-# (and the shutdown it starts) would wait for the next event: none comes.
-_OTHER_THREAD = """
-import os, signal, sys, threading, time
-
-def _main_thread_sleeps():
-    with open(f"/proc/self/task/{os.getpid()}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] == "S"
-
-def _signal_from_another_thread():
-    signum = int(sys.stdin.readline())
-    deadline = time.monotonic() + 10
-    while not _main_thread_sleeps() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    signal.pthread_kill(threading.get_ident(), signum)
-
-threading.Thread(target=_signal_from_another_thread, daemon=True).start()
-"""
+# The signal number goes to the server's stdin.  Without a wakeup fd watched
+# by the poller, the Python handler (and the shutdown it starts) would wait
+# for the next event: none comes.
+_OTHER_THREAD = signal_from_another_thread("sys.stdin.readline()")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
