@@ -20,9 +20,8 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Callable, Optional
 
 import pytest
 
@@ -55,7 +54,7 @@ PROMPT = 5.0
 _MAX_BUFFER_STEPS = 10_000
 
 SocketPair = tuple[socket.socket, socket.socket]
-SignalHandler = Callable[[int, Optional[FrameType]], object]
+SignalHandler = Callable[[int, FrameType | None], object]
 
 
 # -- sockets ------------------------------------------------------------------

@@ -22,8 +22,8 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import IO, Any, Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any
 
 from pollkit import Poller
 from pollkit.echo import EchoServer

@@ -8,7 +8,7 @@ silently.  A later ``unregister()`` succeeds quietly on every driver.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

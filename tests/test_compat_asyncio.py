@@ -78,7 +78,7 @@ def test_asyncio_runner_takes_new_event_loop_as_loop_factory(poller_backend: str
         await asyncio.sleep(0)
         return _selector_backend()
 
-    # A version branch, not skipif, so that mypy for Python 3.9 skips the body.
+    # A version branch, not skipif, so that mypy for Python 3.10 skips the body.
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=lambda: new_event_loop(poller_backend)) as runner:
             assert runner.run(backend()) == poller_backend
@@ -97,14 +97,14 @@ def test_asyncio_run_takes_new_event_loop_as_loop_factory(
     async def backend() -> str:
         return _selector_backend()
 
-    # Through Any so that mypy for 3.9-3.11, whose asyncio.run has no
+    # Through Any so that mypy for 3.10-3.11, whose asyncio.run has no
     # loop_factory, accepts the file; the skip above covers the runtime.
     asyncio_run: Any = asyncio.run
     assert asyncio_run(backend(), loop_factory=new_event_loop) == poller_backend
 
 
 def test_run_without_runner_runs_and_cleans_up(poller_backend: str) -> None:
-    """The Python 3.9/3.10 path of ``run()``, exercised on every Python."""
+    """The Python 3.10 path of ``run()``, exercised on every Python."""
     loops: list[asyncio.AbstractEventLoop] = []
     leftovers: list[asyncio.Task[None]] = []
 

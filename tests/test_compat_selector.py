@@ -15,9 +15,8 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from selectors import EVENT_READ, EVENT_WRITE
-from typing import Callable, Union
 
 import pytest
 
@@ -26,7 +25,7 @@ from conftest import CLOCK_EPSILON, PROMPT, SocketPair, drain, fill_send_buffer
 from pollkit import BackendUnavailableError, FdOutOfRangeError, PollerClosedError
 from pollkit.compat import PollerSelector
 
-AnySelector = Union[PollerSelector, selectors.BaseSelector]
+AnySelector = PollerSelector | selectors.BaseSelector
 
 
 @pytest.fixture
@@ -623,7 +622,7 @@ def test_a_closed_selector_answers_as_the_stdlibs_does(
     stdlib = _closed_outcomes(selectors.DefaultSelector(), left)
     ours = _closed_outcomes(PollerSelector(poller_backend), left)
     assert stdlib == [RuntimeError, ValueError, KeyError, KeyError, ValueError]
-    for theirs, mine in zip(stdlib, ours):
+    for theirs, mine in zip(stdlib, ours, strict=False):
         assert mine is not None
         assert theirs is not None
         assert issubclass(mine, theirs)

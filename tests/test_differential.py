@@ -15,8 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
-from collections.abc import Iterator
-from typing import Callable, Union
+from collections.abc import Callable, Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,7 +28,7 @@ MASKS = [READ, WRITE, READ | WRITE]
 
 Register = tuple[str, int, int, bool]  # ("register" | "modify", pair, mask, oneshot)
 Simple = tuple[str, int]  # (action, pair)
-Step = Union[Register, Simple]
+Step = Register | Simple
 
 steps: st.SearchStrategy[Step] = st.one_of(
     st.tuples(
@@ -105,7 +104,7 @@ def apply(
             for p in pollers
         ]
         assert len(set(outcomes)) == 1, (
-            f"{step}: {dict(zip(('epoll', 'poll', 'select'), outcomes))}"
+            f"{step}: {dict(zip(('epoll', 'poll', 'select'), outcomes, strict=False))}"
         )
     elif action == "unregister":
         outcomes = [outcome(functools.partial(p.unregister, left)) for p in pollers]
@@ -136,7 +135,7 @@ def test_drivers_agree_on_readiness(sequence: list[Step]) -> None:
             apply(step, pollers, pairs, shut)
             full = [set(poller.poll(0)) for poller in pollers]
             where = f"after step {number} {step}: " + ", ".join(
-                f"{p.name}={r}" for p, r in zip(pollers, full)
+                f"{p.name}={r}" for p, r in zip(pollers, full, strict=False)
             )
             results = [read_write(ready) for ready in full]
             assert results[0] == results[1] == results[2], where

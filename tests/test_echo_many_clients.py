@@ -22,7 +22,7 @@ def test_every_byte_comes_back_in_order_exactly_once(poller: Poller) -> None:
     with serving(poller) as server, contextlib.ExitStack() as stack:
         socks = [stack.enter_context(connect(server.address)) for _ in range(CLIENTS)]
         echoes = exchange(socks, payloads, chunk_sizes=lambda: rng.randint(1, 9000))
-        for index, (payload, echo) in enumerate(zip(payloads, echoes)):
+        for index, (payload, echo) in enumerate(zip(payloads, echoes, strict=False)):
             assert echo == payload, f"client {index}: {len(echo)} bytes back of {len(payload)}"
         stats = server.stats()
     assert stats.accepted == CLIENTS

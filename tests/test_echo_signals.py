@@ -13,8 +13,8 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Callable
 
 import pytest
 

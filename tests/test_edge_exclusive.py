@@ -7,7 +7,7 @@ the registry as it was.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

@@ -13,8 +13,7 @@ import platform
 import select
 import socket
 import tempfile
-from collections.abc import Iterator
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 

@@ -6,7 +6,7 @@ epoll and poll have no such limit and must watch high fds like any other.
 from __future__ import annotations
 
 import resource
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

@@ -6,7 +6,7 @@ re-arms it.  Native on epoll, emulated on poll and select.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from conftest import READ, WRITE, SocketPair, masks_by_fd
 from pollkit import Poller, Registration

@@ -15,7 +15,6 @@ import math
 import threading
 import time
 from types import FrameType
-from typing import Optional
 
 import pytest
 
@@ -134,7 +133,7 @@ def test_sub_millisecond_timeout_does_not_spin(poller: Poller, timeout: float) -
     assert calls <= limit, f"{calls} calls of poll({timeout}) in {window} s: a busy loop"
 
 
-def _ignore(signum: int, frame: Optional[FrameType]) -> None:
+def _ignore(signum: int, frame: FrameType | None) -> None:
     pass
 
 
@@ -145,7 +144,7 @@ def test_signal_does_not_shorten_a_timeout(poller: Poller, socketpair: SocketPai
     timeout = 0.15
     handled: list[int] = []
 
-    def count(signum: int, frame: Optional[FrameType]) -> None:
+    def count(signum: int, frame: FrameType | None) -> None:
         handled.append(signum)
 
     # Signals every 10 ms from 20 ms on, outlasting the wait: a driver that
@@ -191,7 +190,7 @@ def test_exception_from_signal_handler_propagates(
     left, _ = socketpair
     poller.register(left, READ)
 
-    def explode(signum: int, frame: Optional[FrameType]) -> None:
+    def explode(signum: int, frame: FrameType | None) -> None:
         raise exception("from the handler")
 
     started = time.monotonic()
@@ -209,7 +208,7 @@ def test_exception_from_signal_handler_propagates_from_poll_none(
     left, _ = socketpair
     poller.register(left, READ)
 
-    def explode(signum: int, frame: Optional[FrameType]) -> None:
+    def explode(signum: int, frame: FrameType | None) -> None:
         raise HandlerRaised("from the handler")
 
     with pytest.raises(HandlerRaised), signal_shower(explode, count=1):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Callable, Optional
 
 import pytest
 
@@ -62,7 +62,7 @@ def test_wakeup_from_a_signal_handler(poller: Poller, socketpair: SocketPair) ->
     poller.register(left, READ)
     handled: list[int] = []
 
-    def wake(signum: int, frame: Optional[FrameType]) -> None:
+    def wake(signum: int, frame: FrameType | None) -> None:
         handled.append(signum)
         poller.wakeup()
 
@@ -174,8 +174,8 @@ def test_wakeup_is_never_lost_across_threads(poller: Poller) -> None:
 def test_pipe_waker_where_there_is_no_eventfd(
     poller_factory: Callable[[], Poller], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Python 3.9 has no os.eventfd: the waker is a pipe there.  Check that
-    # path here too: the same coalescing, the same invisible, private fds.
+    # A build without os.eventfd gets a pipe waker.  Check that path here
+    # too: the same coalescing, the same invisible, private fds.
     monkeypatch.delattr(os, "eventfd", raising=False)
     before = open_fds()
     poller = poller_factory()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -80,7 +80,7 @@ class BenchDirective(SphinxDirective):
         nested_parse_with_titles(self.state, StringList(lines, source), container)
         return list(container.children)
 
-    def _load(self, path: Path) -> Optional[Any]:
+    def _load(self, path: Path) -> Any | None:
         """The parsed results, or ``None`` if there are none; a build error if unreadable."""
         try:
             key = (str(path), path.stat().st_mtime_ns)

@@ -6,7 +6,7 @@ the page cannot disagree with the data.  :func:`render` is the whole
 interface; ``pollkit_bench_docs.py`` is the Sphinx directive around it.
 
 This module is pure: the standard library and :mod:`pollkit.bench` only, no
-Sphinx, Python 3.9+, so ``tests/test_docs_performance.py`` runs it in every
+Sphinx, Python 3.10+, so ``tests/test_docs_performance.py`` runs it in every
 test environment.  Its output is plain reStructuredText (no Sphinx roles), so
 docutils alone can parse it.
 
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any, Callable, Optional
+from typing import Any
 
 from pollkit import FD_SETSIZE
 from pollkit.bench.cli import STUDIES, Settings
@@ -84,9 +84,9 @@ Lines = list[str]
 
 def render(
     kind: str,
-    document: Optional[Mapping[str, Any]],
+    document: Mapping[str, Any] | None,
     *,
-    figures: Optional[Mapping[str, str]] = None,
+    figures: Mapping[str, str] | None = None,
     results_path: str = RESULTS_PATH,
 ) -> Lines:
     """The reStructuredText lines for ``kind`` (one of :data:`KINDS`) from ``document``.
@@ -187,7 +187,7 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def _median(spread: Optional[Mapping[str, Any]]) -> Optional[float]:
+def _median(spread: Mapping[str, Any] | None) -> float | None:
     return None if spread is None else float(spread["median"])
 
 
@@ -800,7 +800,7 @@ def _advice_overhead(study: Study) -> list[str]:
 
 def _paired_ratio(
     point: Mapping[str, Any], name: str, base: str, key: str = "server_cpu_ns_per_message"
-) -> Optional[float]:
+) -> float | None:
     """The median of each round's ``name / base`` ratio of ``key``, as the study takes ratios.
 
     Rounds alternate, so round i of every contender ran side by side; a round
@@ -813,7 +813,7 @@ def _paired_ratio(
     return None if ratio is None else ratio.median
 
 
-def _cpu(point: Mapping[str, Any], name: str) -> Optional[float]:
+def _cpu(point: Mapping[str, Any], name: str) -> float | None:
     entry = point["contenders"].get(name)
     return None if entry is None else _median(entry.get("server_cpu_ns_per_message"))
 

@@ -14,7 +14,7 @@ import os
 import time
 import weakref
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, Union
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeAlias
 
 from ._events import INPUT_EVENTS, OUTPUT_ONLY_EVENTS, Events
 from ._waker import Waker
@@ -40,7 +40,7 @@ class HasFileno(Protocol):
 
 
 #: An fd number, or any object with a ``fileno()`` method (a socket, a file).
-FileDescriptorLike = Union[int, HasFileno]
+FileDescriptorLike: TypeAlias = int | HasFileno
 
 
 class Registration(NamedTuple):

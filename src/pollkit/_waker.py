@@ -37,11 +37,11 @@ class Waker:
     def __init__(self) -> None:
         self.tokens: list[None] = []
         # hasattr: some Linux builds (and tests) have no eventfd.
-        if sys.version_info >= (3, 10) and sys.platform == "linux" and hasattr(os, "eventfd"):
+        if sys.platform == "linux" and hasattr(os, "eventfd"):
             fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             self.read_fd = self._write_fd = fd
             self._eventfd = True
-        else:  # Python 3.9, or a platform without eventfd
+        else:  # a platform or build without eventfd
             self.read_fd, self._write_fd = os.pipe()  # non-inheritable (PEP 446)
             os.set_blocking(self.read_fd, False)
             os.set_blocking(self._write_fd, False)

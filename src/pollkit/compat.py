@@ -10,7 +10,7 @@ variable::
     import pollkit.compat
 
     asyncio.run(main(), loop_factory=pollkit.compat.new_event_loop)  # Python 3.12+
-    pollkit.compat.run(main(), backend="poll")                       # Python 3.9+
+    pollkit.compat.run(main(), backend="poll")                       # Python 3.10+
 
 How it maps pollkit onto :mod:`selectors`, and why:
 
@@ -319,7 +319,7 @@ def _run_without_runner(
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
     debug: bool | None,
 ) -> _T:
-    """``asyncio.run()`` of Python 3.10 with a loop factory (3.9 and 3.10 lack one)."""
+    """``asyncio.run()`` of Python 3.10 with a loop factory (which 3.10 lacks)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:

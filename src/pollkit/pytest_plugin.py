@@ -20,8 +20,7 @@ any suite can use it without configuration:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 

@@ -24,9 +24,9 @@ The replicas copy the drivers' code; if a driver's hot path changes, the
 from __future__ import annotations
 
 import select
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import repeat
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .._epoll import EpollPoller
 from .._poll import PollPoller
@@ -67,7 +67,7 @@ class _Replica:
     def __init__(
         self,
         kernel_poll: Callable[..., Any],
-        readers: Optional[list[int]] = None,
+        readers: list[int] | None = None,
         kernel: Any = None,
     ) -> None:
         self._kernel_poll = kernel_poll
@@ -78,29 +78,29 @@ class _Replica:
         self._writers: list[int] = []
         self._urgent: list[int] = []
 
-    def _slow(self, timeout: Optional[float], max_events: Optional[int]) -> Any:
+    def _slow(self, timeout: float | None, max_events: int | None) -> Any:
         raise AssertionError("the benchmark never takes the slow path")
 
     # -- epoll -------------------------------------------------------------------
 
-    def bound(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+    def bound(self, timeout: float | None = None, max_events: int | None = None) -> Any:
         return self._kernel_poll(timeout)
 
-    def bare(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+    def bare(self, timeout: float | None = None, max_events: int | None = None) -> Any:
         return self._kernel.poll(timeout)
 
-    def arg_checks(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+    def arg_checks(self, timeout: float | None = None, max_events: int | None = None) -> Any:
         if max_events is None and not timeout:
             return self._kernel.poll(timeout)
         return self._slow(timeout, max_events)
 
-    def waker_test(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+    def waker_test(self, timeout: float | None = None, max_events: int | None = None) -> Any:
         ready = self._kernel.poll(timeout)
         if self._wake_tokens:
             return self._slow(timeout, max_events)
         return ready
 
-    def both(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+    def both(self, timeout: float | None = None, max_events: int | None = None) -> Any:
         if max_events is None and not timeout:
             ready = self._kernel.poll(timeout)
             if self._wake_tokens:
@@ -110,10 +110,10 @@ class _Replica:
 
     # -- poll --------------------------------------------------------------------
 
-    def bare_ms(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+    def bare_ms(self, timeout: float | None = None, max_events: int | None = None) -> Any:
         return self._kernel_poll(None if timeout is None else timeout * 1000.0)
 
-    def nval_scan(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+    def nval_scan(self, timeout: float | None = None, max_events: int | None = None) -> Any:
         ready = self._kernel_poll(None if timeout is None else timeout * 1000.0)
         for _, mask in ready:
             if mask == _INVALID:
@@ -122,15 +122,15 @@ class _Replica:
 
     # -- select ------------------------------------------------------------------
 
-    def unpack(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+    def unpack(self, timeout: float | None = None, max_events: int | None = None) -> Any:
         readable, _, _ = self._kernel_poll(self._readers, self._writers, self._urgent, timeout)
         return readable
 
-    def zip_pairs(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+    def zip_pairs(self, timeout: float | None = None, max_events: int | None = None) -> Any:
         readable, _, _ = self._kernel_poll(self._readers, self._writers, self._urgent, timeout)
         return list(zip(readable, repeat(_READ)))
 
-    def table_pairs(self, timeout: Optional[float] = None, max_events: Optional[int] = None) -> Any:
+    def table_pairs(self, timeout: float | None = None, max_events: int | None = None) -> Any:
         readable, _, _ = self._kernel_poll(self._readers, self._writers, self._urgent, timeout)
         return list(map(_read_pair, readable))
 
@@ -184,7 +184,7 @@ def run_breakdown(
     *,
     rounds: int = 300,
     round_seconds: float = 0.002,
-    progress: Optional[Progress] = None,
+    progress: Progress | None = None,
 ) -> list[CaseResult]:
     """Time each case's raw call, replica steps and pollkit in alternating rounds."""
     if progress is not None:

@@ -26,9 +26,9 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 __all__ = ["STUDIES", "add_commands", "configure_parser", "main", "run"]
 
@@ -585,7 +585,7 @@ def _targets_table(targets: list[dict[str, Any]]) -> str:
     return "targets\n" + format_table(["target", "limit", "measured", "[p25-p75]", ""], rows)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``pollkit bench`` on its own, as the scripts in ``benchmarks/`` call it."""
     from ..cli import ArgumentParser
 

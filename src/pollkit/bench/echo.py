@@ -48,7 +48,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Optional
+from typing import IO, Any
 
 from .._select import FD_SETSIZE
 from .peers import available_peers
@@ -96,18 +96,18 @@ class Contender:
 
     name: str
     argv: tuple[str, ...]  # "{host}" and "{port}" are filled in
-    backend: Optional[str] = None
+    backend: str | None = None
     via: str = "peer"
 
     @property
-    def max_connections(self) -> Optional[int]:
+    def max_connections(self) -> int | None:
         return _SELECT_MAX_CONNECTIONS if self.backend == "select" else None
 
     def command(self, host: str, port: int) -> list[str]:
         return [arg.format(host=host, port=port) for arg in self.argv]
 
 
-def _pollkit_echo_cli() -> Optional[str]:
+def _pollkit_echo_cli() -> str | None:
     """Why ``python -m pollkit echo`` cannot be used, or ``None`` if it can."""
     try:
         done = subprocess.run(
@@ -217,7 +217,7 @@ def workers_contenders(backend: str, counts: Sequence[int]) -> list[Contender]:
     ]
 
 
-def choose_cpus() -> tuple[Optional[int], Optional[int]]:
+def choose_cpus() -> tuple[int | None, int | None]:
     """(server CPU, load generator CPU): the first and last usable CPUs, or no pinning."""
     if not hasattr(os, "sched_getaffinity"):
         return None, None
@@ -239,7 +239,7 @@ class ServerProcess:
     """A contender's server running in its own process, pinned, accepting connections."""
 
     def __init__(
-        self, contender: Contender, host: str, cpu: Optional[int], *, start_timeout: float = 20.0
+        self, contender: Contender, host: str, cpu: int | None, *, start_timeout: float = 20.0
     ) -> None:
         self.contender = contender
         self.host = host
@@ -312,7 +312,7 @@ class ServerProcess:
 GENERATORS = ("auto", "c", "python")
 
 
-def c_generator(*, compiler: Optional[str] = None) -> tuple[Optional[str], Optional[str]]:
+def c_generator(*, compiler: str | None = None) -> tuple[str | None, str | None]:
     """(path of the compiled C load generator, None), or (None, why it cannot be had).
 
     The C source ships beside this module; it is compiled once per source
@@ -356,7 +356,7 @@ def c_generator(*, compiler: Optional[str] = None) -> tuple[Optional[str], Optio
     return None, f"cannot write the C load generator anywhere: {problem}"
 
 
-def resolve_generator(generator: str) -> tuple[Optional[str], str]:
+def resolve_generator(generator: str) -> tuple[str | None, str]:
     """(C binary or None for Python, a note saying which and why).
 
     Raises ``ValueError`` for an unknown name, ``RuntimeError`` if ``"c"`` is
@@ -374,7 +374,7 @@ def resolve_generator(generator: str) -> tuple[Optional[str], str]:
     return binary, "c"
 
 
-def _loadgen_argv(mode: str, host: str, port: int, cpu: Optional[int]) -> list[str]:
+def _loadgen_argv(mode: str, host: str, port: int, cpu: int | None) -> list[str]:
     argv = [
         sys.executable,
         "-m",
@@ -396,9 +396,9 @@ def _pingpong(
     size: int,
     warmup: float,
     duration: float,
-    cpu: Optional[int],
+    cpu: int | None,
     server_tree: bool,
-    binary: Optional[str],
+    binary: str | None,
 ) -> dict[str, Any]:
     if binary is not None:
         pids = [server.pid]
@@ -446,7 +446,7 @@ def paired_ratio(
     mine: Sequence[dict[str, Any]],
     theirs: Sequence[dict[str, Any]],
     key: str = "server_cpu_ns_per_message",
-) -> Optional[Spread]:
+) -> Spread | None:
     """Median and spread of round-by-round ratios ``mine / theirs`` of ``key``.
 
     Round *i* of one contender ran next to round *i* of the other, so each
@@ -455,7 +455,7 @@ def paired_ratio(
     when no pair is left.
     """
     ratios = []
-    for a_round, b_round in zip(mine, theirs):
+    for a_round, b_round in zip(mine, theirs, strict=False):
         a = a_round.get(key)
         b = b_round.get(key)
         if a and b and "error" not in a_round and "error" not in b_round:
@@ -479,7 +479,7 @@ class EchoPoint:
             if "error" not in result and isinstance(result.get(key), (int, float))
         ]
 
-    def summary(self, name: str, key: str) -> Optional[Spread]:
+    def summary(self, name: str, key: str) -> Spread | None:
         """Median and spread of ``key`` over the contender's good rounds.
 
         ``key`` is a figure of the load generator's result, or ``"p50"`` /
@@ -495,7 +495,7 @@ class EchoPoint:
             if "error" not in r and r.get("latency_ns", {}).get(which) is not None
         ]
 
-    def cpu_ratio(self, name: str, base: str = BASELINE) -> Optional[Spread]:
+    def cpu_ratio(self, name: str, base: str = BASELINE) -> Spread | None:
         """Median and spread of each round's CPU-per-message ratio ``name / base``."""
         return paired_ratio(self.rounds.get(name, []), self.rounds.get(base, []))
 
@@ -528,7 +528,7 @@ class EchoPoint:
         }
 
 
-def _rounds_at(point: tuple[int, int], rounds: int, target_rounds: Optional[int]) -> int:
+def _rounds_at(point: tuple[int, int], rounds: int, target_rounds: int | None) -> int:
     return target_rounds if target_rounds is not None and point == CPU_TARGET_POINT else rounds
 
 
@@ -537,7 +537,7 @@ def run_echo(
     points: Sequence[tuple[int, int]] = (CPU_TARGET_POINT,),
     *,
     rounds: int = 5,
-    target_rounds: Optional[int] = None,
+    target_rounds: int | None = None,
     warmup: float = 0.3,
     duration: float = 1.0,
     host: str = "127.0.0.1",
@@ -545,7 +545,7 @@ def run_echo(
     server_tree: bool = False,
     study: str = "echo",
     generator: str = "auto",
-    progress: Optional[Progress] = None,
+    progress: Progress | None = None,
 ) -> list[EchoPoint]:
     """Drive every contender at each ``(connections, size)`` point in alternating rounds.
 
@@ -628,7 +628,7 @@ class MemoryResult:
     bytes_per_connection: list[float] = field(default_factory=list)
     pss_bytes_per_connection: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    skipped: Optional[str] = None
+    skipped: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         rss = summarize(self.bytes_per_connection) if self.bytes_per_connection else None
@@ -663,12 +663,12 @@ def _memory_round(
     counts: Sequence[int],
     warm: int,
     host: str,
-    cpus: tuple[Optional[int], Optional[int]],
-) -> dict[int, tuple[float, Optional[float]]]:
+    cpus: tuple[int | None, int | None],
+) -> dict[int, tuple[float, float | None]]:
     """One fresh server: bytes per connection (RSS, Pss) at each count."""
     server_cpu, client_cpu = cpus
     stages = [warm, *counts]
-    found: dict[int, tuple[float, Optional[float]]] = {}
+    found: dict[int, tuple[float, float | None]] = {}
     with ServerProcess(contender, host, server_cpu) as server:
         argv = _loadgen_argv("hold", host, server.port, client_cpu)
         argv += ["--stages", ",".join(map(str, stages))]
@@ -679,7 +679,7 @@ def _memory_round(
         assert holder.stdout is not None  # a PIPE
         try:
             base_rss = 0
-            base_pss: Optional[int] = None
+            base_pss: int | None = None
             for stage in stages:
                 line = holder.stdout.readline()  # the holder's own deadline bounds this
                 if not line:
@@ -718,7 +718,7 @@ def run_memory(
     rounds: int = 1,
     warm: int = 50,
     host: str = "127.0.0.1",
-    progress: Optional[Progress] = None,
+    progress: Progress | None = None,
 ) -> list[MemoryResult]:
     """Server memory per held idle connection at each count, fresh servers each round.
 
@@ -756,11 +756,11 @@ def run_memory(
     return list(results.values())
 
 
-def _us(spread: Optional[Spread]) -> str:
+def _us(spread: Spread | None) -> str:
     return "-" if spread is None else f"{spread.median / 1000:.1f}"
 
 
-def _spread_cell(spread: Optional[Spread], scale: float = 1.0, digits: int = 2) -> str:
+def _spread_cell(spread: Spread | None, scale: float = 1.0, digits: int = 2) -> str:
     if spread is None:
         return "-"
     return (

@@ -18,6 +18,7 @@ overflows (an overflow costs a one-second SYN retransmit).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
@@ -27,7 +28,7 @@ import sys
 import time
 from array import array
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 from .procfs import cpu_seconds_from_stat, descendants, schedstat_ns
 from .stats import percentile
@@ -53,7 +54,7 @@ def raise_fd_limit(needed: int) -> None:
 
 
 def connect_many(
-    host: str, port: int, count: int, *, deadline: float, into: Optional[list[socket.socket]] = None
+    host: str, port: int, count: int, *, deadline: float, into: list[socket.socket] | None = None
 ) -> list[socket.socket]:
     """Open ``count`` TCP connections, each proven served by a one-byte echo.
 
@@ -85,11 +86,11 @@ def connect_many(
     return opened
 
 
-def _server_cpu(pids: Sequence[int]) -> tuple[Optional[int], Optional[float]]:
+def _server_cpu(pids: Sequence[int]) -> tuple[int | None, float | None]:
     """Summed CPU time of ``pids``: (schedstat ns or None, stat seconds); (None, None) if none."""
     if not pids:
         return None, None
-    total_ns: Optional[int] = 0
+    total_ns: int | None = 0
     total_s = 0.0
     for pid in pids:
         ns = schedstat_ns(pid)
@@ -98,7 +99,7 @@ def _server_cpu(pids: Sequence[int]) -> tuple[Optional[int], Optional[float]]:
     return total_ns, total_s
 
 
-def _delta(after: Optional[float], before: Optional[float]) -> Optional[float]:
+def _delta(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else after - before
 
 
@@ -110,7 +111,7 @@ def run_pingpong(
     *,
     warmup: float,
     duration: float,
-    server_pid: Optional[int] = None,
+    server_pid: int | None = None,
     server_tree: bool = False,
 ) -> dict[str, Any]:
     """Closed-loop ping-pong on ``connections`` connections with ``size``-byte messages.
@@ -181,7 +182,7 @@ def _pingpong_loop(
     window_end = window_start + int(duration * 1e9)
     measuring = False
     messages = 0
-    cpu_before: tuple[Optional[int], Optional[float]] = (None, None)
+    cpu_before: tuple[int | None, float | None] = (None, None)
     own_before = 0
     now = start
     while True:
@@ -266,7 +267,7 @@ def run_hold(host: str, port: int, stages: Sequence[int]) -> None:
     After each stage, waits for a line on stdin (EOF ends early), then goes on;
     closes everything at the end.
     """
-    if not stages or any(b <= a for a, b in zip(stages, stages[1:])) or stages[0] < 1:
+    if not stages or any(b <= a for a, b in itertools.pairwise(stages)) or stages[0] < 1:
         raise ValueError(f"stages must be increasing positive counts, not {list(stages)!r}")
     sockets: list[socket.socket] = []
     try:
@@ -281,7 +282,7 @@ def run_hold(host: str, port: int, stages: Sequence[int]) -> None:
             sock.close()
 
 
-def _pin(cpu: Optional[int]) -> None:
+def _pin(cpu: int | None) -> None:
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         try:
             os.sched_setaffinity(0, {cpu})
@@ -289,7 +290,7 @@ def _pin(cpu: Optional[int]) -> None:
             pass  # not allowed here: run unpinned
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from ..cli import ArgumentParser
 
     parser = ArgumentParser(

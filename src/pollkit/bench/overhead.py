@@ -32,10 +32,10 @@ import select
 import selectors
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .._base import Poller
 from .._epoll import EpollPoller
@@ -173,7 +173,7 @@ class _EpollWrapper:
         self._epoll = epoll
 
     def poll(
-        self, timeout: Optional[float] = None, max_events: Optional[int] = None
+        self, timeout: float | None = None, max_events: int | None = None
     ) -> list[tuple[int, int]]:
         return self._epoll.poll(timeout)
 
@@ -185,7 +185,7 @@ class _PollWrapper:
         self._poll = poll.poll
 
     def poll(
-        self, timeout: Optional[float] = None, max_events: Optional[int] = None
+        self, timeout: float | None = None, max_events: int | None = None
     ) -> list[tuple[int, int]]:
         result: list[tuple[int, int]] = self._poll(None if timeout is None else timeout * 1000.0)
         return result
@@ -201,7 +201,7 @@ class _SelectWrapper:
         self._select = select.select
 
     def poll(
-        self, timeout: Optional[float] = None, max_events: Optional[int] = None
+        self, timeout: float | None = None, max_events: int | None = None
     ) -> list[tuple[int, int]]:
         readable, _, _ = self._select(self._readers, self._writers, self._urgent, timeout)
         return list(zip(readable, repeat(_READ)))
@@ -297,8 +297,8 @@ class CaseResult:
     ns_per_call: dict[str, Spread] = field(default_factory=dict)
     #: Medians (and spread) of each round's ``contender / raw`` ratio.
     ratio_to_raw: dict[str, Spread] = field(default_factory=dict)
-    target: Optional[float] = None
-    skipped: Optional[str] = None
+    target: float | None = None
+    skipped: str | None = None
 
     def summarize(self, calls_per_round: int, samples: dict[str, list[float]]) -> None:
         """Fill in the figures from each contender's ns per call, round by round.
@@ -311,13 +311,13 @@ class CaseResult:
         self.ns_per_call = {name: summarize(values) for name, values in samples.items()}
         raw = samples["raw"]
         self.ratio_to_raw = {
-            name: summarize([v / r for v, r in zip(values, raw)])
+            name: summarize([v / r for v, r in zip(values, raw, strict=False)])
             for name, values in samples.items()
             if name != "raw"
         }
 
     @property
-    def passed(self) -> Optional[bool]:
+    def passed(self) -> bool | None:
         """Whether pollkit/raw met the target; ``None`` without a target or a result."""
         if self.target is None or "pollkit" not in self.ratio_to_raw:
             return None
@@ -346,7 +346,7 @@ def measure_case(
     contenders: Sequence[str] = CONTENDERS,
     rounds: int = 200,
     round_seconds: float = 0.002,
-    progress: Optional[Progress] = None,
+    progress: Progress | None = None,
 ) -> CaseResult:
     """Time ``poll(0)`` of each contender on ``driver`` in ``rounds`` alternating rounds.
 
@@ -407,7 +407,7 @@ def _alternate(
     built: dict[str, _Contender],
     calls: int,
     rounds: int,
-    progress: Optional[Progress],
+    progress: Progress | None,
     label: str,
 ) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in built}
@@ -440,7 +440,7 @@ def run_overhead(
     rounds: int = 200,
     round_seconds: float = 0.002,
     contenders: Sequence[str] = CONTENDERS,
-    progress: Optional[Progress] = None,
+    progress: Progress | None = None,
 ) -> list[CaseResult]:
     """The poll(0) overhead study (issue 2): every driver, each ready count, all contenders.
 
@@ -475,7 +475,7 @@ def run_scaling(
     rounds: int = 30,
     round_seconds: float = 0.002,
     contenders: Sequence[str] = ("raw", "pollkit", "selectors"),
-    progress: Optional[Progress] = None,
+    progress: Progress | None = None,
 ) -> list[CaseResult]:
     """Cost of ``poll(0)`` with N idle fds and 1 ready fd, for each N and driver.
 
@@ -508,7 +508,7 @@ def run_scaling(
     return results
 
 
-def _ratio_cell(spread: Optional[Spread]) -> str:
+def _ratio_cell(spread: Spread | None) -> str:
     if spread is None:
         return "-"
     return f"{spread.median:.3f} [{spread.p25:.3f}-{spread.p75:.3f}]"

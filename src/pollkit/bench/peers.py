@@ -30,8 +30,7 @@ import select
 import selectors
 import socket
 import sys
-from collections.abc import Sequence
-from typing import Callable, Optional
+from collections.abc import Callable, Sequence
 
 __all__ = ["PEERS", "available_peers", "main", "open_listener"]
 
@@ -250,7 +249,7 @@ PEERS: dict[str, Callable[[socket.socket], None]] = {
 }
 
 
-def serve_pollkit_library(host: str, port: int, backend: Optional[str]) -> None:
+def serve_pollkit_library(host: str, port: int, backend: str | None) -> None:
     """:class:`pollkit.echo.EchoServer` on ``backend`` (``None``: the default), via the library."""
     from .. import open_poller
     from ..echo import EchoServer
@@ -260,9 +259,9 @@ def serve_pollkit_library(host: str, port: int, backend: Optional[str]) -> None:
         server.serve_forever()
 
 
-def available_peers() -> dict[str, Optional[str]]:
+def available_peers() -> dict[str, str | None]:
     """Each peer's name and ``None`` if it can run here, else why not."""
-    status: dict[str, Optional[str]] = dict.fromkeys(PEERS)
+    status: dict[str, str | None] = dict.fromkeys(PEERS)
     if importlib.util.find_spec("uvloop") is None:
         status["uvloop-protocol"] = "uvloop is not installed (pip install uvloop)"
     if not hasattr(select, "epoll"):
@@ -270,7 +269,7 @@ def available_peers() -> dict[str, Optional[str]]:
     return status
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from ..cli import ArgumentParser
     from ..errors import PollkitError
 

@@ -109,7 +109,7 @@ def _scaling(study: dict[str, Any], path: Path, caption: str) -> None:
                 if c["driver"] == driver and contender in c["ns_per_call"]
             )
             if points:
-                xs, ys = zip(*points)
+                xs, ys = zip(*points, strict=False)
                 axes.plot(xs, ys, style, color=colour, marker="o", markersize=3,
                           label=f"{driver} {contender}")  # fmt: skip
     axes.axvline(_FD_SETSIZE, color="red", linestyle="--", linewidth=1)
@@ -164,7 +164,7 @@ def _echo(study: dict[str, Any], path: Path, caption: str) -> None:
         ("messages_per_second", "connections", "messages per second", 1.0),
         ("p99", "connections", "p99 latency (us)", 1e-3),
     ]
-    for axes, (key, vary, label, scale) in zip(grid.flat, panels):
+    for axes, (key, vary, label, scale) in zip(grid.flat, panels, strict=False):
         for name, values in _echo_series(points, key, vary).items():
             xs = [v[0] for v in values]
             ys = [v[1] * scale for v in values]

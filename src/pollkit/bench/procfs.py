@@ -10,7 +10,6 @@ where the kernel has no schedstat (``CONFIG_SCHED_INFO`` off).
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 __all__ = [
     "CLOCK_TICKS",
@@ -40,7 +39,7 @@ def cpu_seconds_from_stat(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
-def schedstat_ns(pid: int) -> Optional[int]:
+def schedstat_ns(pid: int) -> int | None:
     """Nanoseconds process ``pid``'s live threads have spent on a CPU; ``None`` if unknown.
 
     Threads that have exited are not counted; the servers measured here run
@@ -72,7 +71,7 @@ def rss_bytes(pid: int) -> int:
     raise OSError(f"/proc/{pid}/status has no VmRSS line (a kernel thread, or a zombie)")
 
 
-def pss_bytes(pid: int) -> Optional[int]:
+def pss_bytes(pid: int) -> int | None:
     """Proportional set size from ``smaps_rollup``, in bytes; ``None`` where unavailable."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as rollup:

@@ -11,7 +11,8 @@ every byte it sent has come back.
 from __future__ import annotations
 
 import socket
-from typing import IO, TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
 
 from .._events import Events
 from ..errors import InvalidArgumentError, PollkitError

@@ -75,7 +75,8 @@ import termios
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._events import Events
 from ..errors import FdOutOfRangeError, InvalidArgumentError, PollerClosedError, PollerForkedError

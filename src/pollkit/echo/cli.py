@@ -25,10 +25,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import IO, Callable
+from typing import IO
 
 from .._backends import open_poller
 from .._base import Poller
