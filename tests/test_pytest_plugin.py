@@ -143,7 +143,7 @@ def test_unknown_driver_in_option_is_a_usage_error(pytester: pytest.Pytester, va
     result = pytester.runpytest(*UNRELATED_PLUGINS_OFF, "--pollkit-backend", value)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: --pollkit-backend: unknown pollkit driver(s) *; choose from epoll, poll, select"]
+        ["ERROR: --pollkit-backend: unknown pollkit driver(s) *; choose from epoll, poll, select*"]
     )
 
 

@@ -208,15 +208,10 @@ def _indent(lines: list[str]) -> list[str]:
 
 
 def _driver_classes() -> list[type[Poller]]:
-    """Every public driver class, in preference order (``open_poller("auto")``'s)."""
-    from pollkit._backends import BACKENDS
+    """Every driver class, in preference order (``open_poller("auto")``'s)."""
+    from pollkit._backends import DRIVERS
 
-    classes = {
-        obj.name: obj
-        for obj in (getattr(pollkit, name) for name in pollkit.__all__)
-        if inspect.isclass(obj) and issubclass(obj, Poller) and not inspect.isabstract(obj)
-    }
-    return [classes[name] for name in BACKENDS]
+    return list(DRIVERS.values())
 
 
 def _list_table(header: list[str], rows: list[list[str]], widths: str = "auto") -> list[str]:

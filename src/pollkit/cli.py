@@ -17,8 +17,15 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from ._backends import BACKENDS, ENV_VAR, backend_status, resolve_backend_name
-from ._base import Poller
+from ._backends import (
+    DRIVERS,
+    ENV_VAR,
+    PREFIX_HELP,
+    PREFIXES,
+    backend_status,
+    check_backend_name,
+    resolve_backend_name,
+)
 from .errors import PollkitError
 
 __all__ = ["ArgumentParser", "main"]
@@ -35,16 +42,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def _backend_name(text: str) -> str:
-    """A driver name as ``--backend`` takes it: an unknown one is a usage error (exit 2).
+    """A backend spec as ``--backend`` takes it: an unknown one is a usage error (exit 2).
 
     Whether a known driver can be opened here is found out when it is
     opened: failing that is a runtime error (exit 1) that says why.
     """
-    if text.strip().lower() not in (*BACKENDS, "auto"):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a driver; choose {', '.join(BACKENDS)} or auto"
-        )
-    return text
+    try:
+        return check_backend_name(text)
+    except PollkitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def backend_argument(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +60,8 @@ def backend_argument(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         type=_backend_name,
         default=None,
-        help=f"driver: {', '.join(BACKENDS)} or auto (default: ${ENV_VAR}, else auto)",
+        help=f"driver: {', '.join(DRIVERS)} or auto, optionally prefixed by "
+        f"{' or '.join(p + ':' for p in PREFIXES)} (default: ${ENV_VAR}, else auto)",
     )
 
 
@@ -81,24 +88,12 @@ def info_report() -> dict[str, object]:
                 "name": name,
                 "available": reason is None,
                 "reason": reason,
-                "features": sorted(_driver_class(name).features),
+                "features": sorted(DRIVERS[name].features),
             }
             for name, reason in status.items()
         ],
+        "prefixes": [{"name": prefix, "help": PREFIX_HELP[prefix]} for prefix in PREFIXES],
     }
-
-
-def _driver_class(name: str) -> type[Poller]:
-    from ._epoll import EpollPoller
-    from ._poll import PollPoller
-    from ._select import SelectPoller
-
-    drivers: dict[str, type[Poller]] = {
-        "epoll": EpollPoller,
-        "poll": PollPoller,
-        "select": SelectPoller,
-    }
-    return drivers[name]
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -111,6 +106,8 @@ def _run_info(args: argparse.Namespace) -> int:
         state = "available" if driver["available"] else f"unavailable ({driver['reason']})"
         features = ", ".join(driver["features"]) or "-"
         print(f"  {driver['name']:<7} {state}; features: {features}")
+    for prefix in report["prefixes"]:  # type: ignore[attr-defined]  # built just above as a list of dicts
+        print(f"  {prefix['name'] + ':<driver>':<15} {prefix['help']}")
     default = report["default"] or f"none: {report['default_error']}"
     print(f"default:        {default}  (${ENV_VAR}={report['env'][ENV_VAR] or ''})")  # type: ignore[index]  # a dict built above
     print(f"FD_SETSIZE:     {report['fd_setsize']}  (select cannot watch fds at or above it)")

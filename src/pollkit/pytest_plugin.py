@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from ._backends import BACKENDS, ENV_VAR, backend_status, open_poller
+from ._backends import DRIVERS, ENV_VAR, PREFIXES, backend_status, open_poller, parse_backend
 from ._base import Poller
+from .errors import BackendUnavailableError
 
 __all__ = ["poller", "poller_backend", "poller_factory"]
 
@@ -38,7 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--pollkit-backend",
         metavar="NAME[,NAME]",
         default=None,
-        help=f"run poller tests only on these drivers ({', '.join(BACKENDS)}); "
+        help=f"run poller tests only on these drivers ({', '.join(DRIVERS)}, each "
+        f"optionally prefixed by {' or '.join(p + ':' for p in PREFIXES)}); "
         f"default: ${ENV_VAR}, else every driver",
     )
 
@@ -56,26 +58,46 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _parse_names(value: str, source: str) -> list[str]:
-    names = [name.strip().lower() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in BACKENDS]
-    if unknown or not names:
+    """Backend specs from a comma-separated list (``epoll,debug:poll``), normalised.
+
+    ``auto`` stands for every driver, each with the prefixes given.
+    """
+    specs: list[str] = []
+    unknown: list[str] = []
+    for text in (part.strip() for part in value.split(",")):
+        if not text:
+            continue
+        try:
+            spec = parse_backend(text)
+        except BackendUnavailableError:
+            unknown.append(text)
+            continue
+        drivers = list(DRIVERS) if spec.driver == "auto" else [spec.driver]
+        specs.extend(str(spec._replace(driver=driver)) for driver in drivers)
+    if unknown or not specs:
         raise pytest.UsageError(
             f"{source}: unknown pollkit driver(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(BACKENDS)}"
+            f"choose from {', '.join(DRIVERS)} (or auto), each optionally prefixed by "
+            f"{' or '.join(p + ':' for p in PREFIXES)}"
         )
-    return names
+    return list(dict.fromkeys(specs))
+
+
+def _driver_of(spec: str) -> str:
+    return parse_backend(spec).driver
 
 
 def selected_backends(config: pytest.Config) -> list[str]:
-    """The drivers this run covers, in preference order."""
+    """The backend specs this run covers, in the drivers' preference order."""
     option = config.getoption("--pollkit-backend")
     if option:
         chosen = _parse_names(option, "--pollkit-backend")
-    elif os.environ.get(ENV_VAR, "").strip().lower() not in ("", "auto"):
+    elif os.environ.get(ENV_VAR, "").strip():
         chosen = _parse_names(os.environ[ENV_VAR], ENV_VAR)
     else:
-        chosen = list(BACKENDS)
-    return [name for name in BACKENDS if name in chosen]
+        chosen = list(DRIVERS)
+    order = list(DRIVERS)
+    return sorted(chosen, key=lambda spec: order.index(_driver_of(spec)))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -85,11 +107,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker(_MARKER)
     if marker is not None:
         pinned = _parse_names(",".join(marker.args), f"@{_MARKER} on {metafunc.definition.name}")
-        names = [name for name in names if name in pinned]
+        pinned_drivers = {_driver_of(spec) for spec in pinned}
+        names = [name for name in names if _driver_of(name) in pinned_drivers]
     status = backend_status()
     params = []
     for name in names:
-        reason = status[name]
+        reason = status[_driver_of(name)]
         marks = [pytest.mark.skip(reason=f"{name} unavailable: {reason}")] if reason else []
         params.append(pytest.param(name, id=name, marks=marks))
     if not params:
@@ -105,7 +128,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def poller_backend(request: pytest.FixtureRequest) -> str:
-    """The name of the driver this run of the test uses."""
+    """The backend spec this run of the test uses (``"epoll"``, ``"debug:poll"``)."""
     name: str = request.param
     return name
 
