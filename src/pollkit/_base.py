@@ -14,7 +14,7 @@ import os
 import time
 import weakref
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
 from ._events import INPUT_EVENTS, OUTPUT_ONLY_EVENTS, Events
 from ._waker import Waker
@@ -56,7 +56,7 @@ class Registration(NamedTuple):
 #: a C int of milliseconds; longer timeouts are waited out in chunks.
 _MAX_KERNEL_WAIT = (2**31 - 1) / 1000.0
 
-_live_pollers: weakref.WeakSet[Poller] = weakref.WeakSet()
+_live_pollers: weakref.WeakSet[DriverBase] = weakref.WeakSet()
 
 
 def _forget_parent_pollers() -> None:
@@ -64,8 +64,7 @@ def _forget_parent_pollers() -> None:
         poller._mark_forked()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parent_pollers)
+os.register_at_fork(after_in_child=_forget_parent_pollers)
 
 
 def to_fd(fileobj: FileDescriptorLike) -> int:
@@ -94,24 +93,23 @@ def check_open(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_GETFD)
 
 
-def _raiser(error: BaseException) -> Any:
-    def raise_it(*args: object) -> Any:
-        raise error
-
-    return raise_it
-
-
 class Unusable:
-    """Stands in for a kernel object once the poller is closed or forked.
+    """Stands in for a driver's kernel object once the poller is closed or forked.
 
-    Hot paths call ``self._kernel.poll(...)`` with no state test of their
-    own; after ``close()`` or ``fork()`` that call raises the right error.
+    Hot paths call ``self._kernel.poll(...)`` (select: ``.select(...)``)
+    with no state test of their own; after ``close()`` or ``fork()`` that
+    call raises the right error.
     """
 
-    __slots__ = ("poll",)
+    __slots__ = ("_error",)
 
     def __init__(self, error: BaseException) -> None:
-        self.poll = _raiser(error)
+        self._error = error
+
+    def _raise(self, *args: object) -> Any:
+        raise self._error
+
+    poll = select = _raise
 
 
 def check_timeout(timeout: float | None) -> None:
@@ -165,27 +163,14 @@ class Poller(ABC):
     in the child.
     """
 
-    #: The driver's name: ``"epoll"``, ``"poll"`` or ``"select"``.
-    name: ClassVar[str]
-    #: Optional facilities this driver has: a subset of
+    #: The backend's name: ``"epoll"``, ``"poll"``, ``"select"``, or a
+    #: checking wrapper's whole spec such as ``"debug:epoll"``.
+    name: str
+    #: Optional facilities this poller has: a subset of
     #: ``{"oneshot", "edge", "exclusive", "read_hangup", "fileno"}``.
-    features: ClassVar[frozenset[str]]
+    features: frozenset[str]
 
-    _kernel_poll: Any  # the kernel's poll function, swapped for a raiser when closed
-
-    def __init__(self) -> None:
-        self._registry: dict[int, Registration] = {}
-        # fds a driver dropped after reporting INVALID: unregister() accepts them once.
-        self._dropped: set[int] = set()
-        self._closed = False
-        self._forked = False
-        self._waker = Waker()
-        self._wake_tokens = self._waker.tokens
-        self._fair_cursor = -1
-        _live_pollers.add(self)
-
-    # -- registration ---------------------------------------------------------
-
+    @abstractmethod
     def register(
         self,
         fd: FileDescriptorLike,
@@ -212,21 +197,8 @@ class Poller(ABC):
             OSError: the kernel refused (``EBADF`` for a closed fd); the
                 registry is left as it was.
         """
-        self._check_usable()
-        fd = to_fd(fd)
-        events = self._check_events(fd, events)
-        self._check_flags(fd, events, oneshot, edge, exclusive)
-        if fd in self._registry:
-            raise AlreadyRegisteredError(
-                f"fd {fd} is already registered with this {self.name} poller; use modify() "
-                "to change its events"
-            )
-        self._check_fd_range(fd)
-        registration = Registration(events, oneshot, edge, exclusive)
-        self._kernel_add(fd, registration)
-        self._registry[fd] = registration
-        self._dropped.discard(fd)
 
+    @abstractmethod
     def modify(
         self,
         fd: FileDescriptorLike,
@@ -241,19 +213,8 @@ class Poller(ABC):
         :meth:`register` does, and :class:`NotRegisteredError` for an fd that
         is not registered.
         """
-        self._check_usable()
-        fd = to_fd(fd)
-        events = self._check_events(fd, events)
-        old = self._registry.get(fd)
-        if old is None:
-            raise NotRegisteredError(
-                f"fd {fd} is not registered with this {self.name} poller; register() it first"
-            )
-        self._check_flags(fd, events, oneshot, edge, old.exclusive)
-        new = Registration(events, oneshot, edge, old.exclusive)
-        self._kernel_modify(fd, old, new)
-        self._registry[fd] = new
 
+    @abstractmethod
     def unregister(self, fd: FileDescriptorLike) -> None:
         """Stop watching ``fd``.
 
@@ -264,18 +225,6 @@ class Poller(ABC):
             NotRegisteredError: the fd was never registered (or was
                 unregistered already).
         """
-        self._check_usable()
-        fd = to_fd(fd)
-        registration = self._registry.get(fd)
-        if registration is None:
-            if fd in self._dropped:
-                self._dropped.discard(fd)
-                return
-            raise NotRegisteredError(f"fd {fd} is not registered with this {self.name} poller")
-        self._kernel_remove(fd, registration)
-        del self._registry[fd]
-
-    # -- waiting --------------------------------------------------------------
 
     @abstractmethod
     def poll(
@@ -299,12 +248,148 @@ class Poller(ABC):
             PollerClosedError, PollerForkedError: see :meth:`close`.
         """
 
+    @abstractmethod
     def wakeup(self) -> None:
         """Make a blocked :meth:`poll` return, or the next one if none is blocked.
 
         Safe from any thread and from a signal handler.  Many calls before one
         ``poll()`` coalesce into one early return.
         """
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the kernel object and the waker.  Idempotent.
+
+        Every other method raises :class:`PollerClosedError` afterwards.  In a
+        forked child, ``close()`` releases only the child's copies of the
+        fds: the parent's poller keeps watching everything it watched.
+        """
+
+    @abstractmethod
+    def fileno(self) -> int:
+        """The fd of the kernel object (epoll only; see ``features``)."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """How many fds are registered (the waker is not counted)."""
+
+    @abstractmethod
+    def __contains__(self, fd: object) -> bool:
+        """Whether ``fd`` (a number or an object with ``fileno()``) is registered."""
+
+    @abstractmethod
+    def get_registration(self, fd: FileDescriptorLike) -> Registration:
+        """What ``fd`` is registered for; raises :class:`NotRegisteredError`."""
+
+    def __bool__(self) -> bool:
+        return True  # a poller with nothing registered is still a poller
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class DriverBase(Poller):
+    """The bookkeeping every driver shares: registry, argument checks, states, waker.
+
+    A driver subclasses this, sets ``name`` and ``features``, and implements
+    ``_kernel_add``, ``_kernel_modify``, ``_kernel_remove``, ``_kernel_close``,
+    ``_poll_checked`` and its own flat ``poll()``.  Once the poller is closed
+    or forked, ``_kernel`` -- the object whose method the hot path calls --
+    is an :class:`Unusable` stand-in that raises the right error, so the hot
+    path needs no state test of its own; every other method tests
+    ``_check_usable()``.
+    """
+
+    #: What the hot path calls through: the kernel object (or, for select,
+    #: the ``select`` module); an :class:`Unusable` once closed or forked.
+    _kernel: Any
+
+    def __init__(self) -> None:
+        self._registry: dict[int, Registration] = {}
+        # fds a driver dropped after reporting INVALID: unregister() accepts them once.
+        self._dropped: set[int] = set()
+        self._closed = False
+        self._forked = False
+        self._waker = Waker()
+        self._wake_tokens = self._waker.tokens
+        self._fair_cursor = -1
+        _live_pollers.add(self)
+
+    # -- registration ---------------------------------------------------------
+
+    def register(
+        self,
+        fd: FileDescriptorLike,
+        events: int,
+        *,
+        oneshot: bool = False,
+        edge: bool = False,
+        exclusive: bool = False,
+    ) -> None:
+        self._check_usable()
+        fd = to_fd(fd)
+        events = self._check_events(fd, events)
+        self._check_flags(fd, events, oneshot, edge, exclusive)
+        if fd in self._registry:
+            raise AlreadyRegisteredError(
+                f"fd {fd} is already registered with this {self.name} poller; use modify() "
+                "to change its events"
+            )
+        self._check_fd_range(fd)
+        registration = Registration(events, oneshot, edge, exclusive)
+        self._kernel_add(fd, registration)
+        self._registry[fd] = registration
+        self._dropped.discard(fd)
+
+    def modify(
+        self,
+        fd: FileDescriptorLike,
+        events: int,
+        *,
+        oneshot: bool = False,
+        edge: bool = False,
+    ) -> None:
+        self._check_usable()
+        fd = to_fd(fd)
+        events = self._check_events(fd, events)
+        old = self._registry.get(fd)
+        if old is None:
+            raise NotRegisteredError(
+                f"fd {fd} is not registered with this {self.name} poller; register() it first"
+            )
+        self._check_flags(fd, events, oneshot, edge, old.exclusive)
+        new = Registration(events, oneshot, edge, old.exclusive)
+        self._kernel_modify(fd, old, new)
+        self._registry[fd] = new
+
+    def unregister(self, fd: FileDescriptorLike) -> None:
+        self._check_usable()
+        fd = to_fd(fd)
+        registration = self._registry.get(fd)
+        if registration is None:
+            if fd in self._dropped:
+                self._dropped.discard(fd)
+                return
+            raise NotRegisteredError(f"fd {fd} is not registered with this {self.name} poller")
+        self._kernel_remove(fd, registration)
+        del self._registry[fd]
+
+    # -- waiting --------------------------------------------------------------
+
+    def wakeup(self) -> None:
         if self._closed or self._forked:
             self._check_usable()
         self._waker.wake()
@@ -313,16 +398,9 @@ class Poller(ABC):
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` has been called."""
         return self._closed
 
     def close(self) -> None:
-        """Release the kernel object and the waker.  Idempotent.
-
-        Every other method raises :class:`PollerClosedError` afterwards.  In a
-        forked child, ``close()`` releases only the child's copies of the
-        fds: the parent's poller keeps watching everything it watched.
-        """
         if self._closed:
             return
         self._closed = True
@@ -336,7 +414,6 @@ class Poller(ABC):
             self._waker.close()
 
     def fileno(self) -> int:
-        """The fd of the kernel object (epoll only; see ``features``)."""
         self._check_usable()
         raise UnsupportedFeatureError(
             f"the {self.name} driver has no kernel object and so no fileno(); "
@@ -359,9 +436,6 @@ class Poller(ABC):
         self._check_usable()
         return len(self._registry)
 
-    def __bool__(self) -> bool:
-        return True  # a poller with nothing registered is still a poller
-
     def __contains__(self, fd: object) -> bool:
         self._check_usable()
         try:
@@ -370,7 +444,6 @@ class Poller(ABC):
             return False
 
     def get_registration(self, fd: FileDescriptorLike) -> Registration:
-        """What ``fd`` is registered for; raises :class:`NotRegisteredError`."""
         self._check_usable()
         fd = to_fd(fd)
         try:
@@ -414,7 +487,7 @@ class Poller(ABC):
 
     # -- shared helpers ---------------------------------------------------------
 
-    def _check_fd_range(self, fd: int) -> None:  # noqa: B027  # an optional hook, not abstract
+    def _check_fd_range(self, fd: int) -> None:  # an optional hook, not abstract
         """Refuse an fd the driver cannot watch (select overrides this)."""
 
     def _check_events(self, fd: int, events: int) -> int:
@@ -485,7 +558,7 @@ class Poller(ABC):
 
     def _make_unusable(self) -> None:
         """Make the hot path raise the closed/forked error with no test of its own."""
-        self._kernel_poll = _raiser(self._state_error())
+        self._kernel = Unusable(self._state_error())
 
     @abstractmethod
     def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import select
 
-from ._base import Poller, Registration, check_open
+from ._base import DriverBase, Registration, check_open
 from ._events import Events
 
 __all__ = ["PollPoller"]
@@ -41,17 +41,17 @@ __all__ = ["PollPoller"]
 _INVALID = int(Events.INVALID)
 
 
-class PollPoller(Poller):
+class PollPoller(DriverBase):
     """The poll(2) driver: no fd limit, O(registered) per call."""
 
-    name = "poll"
-    features = frozenset({"oneshot", "read_hangup"})
+    name: str = "poll"
+    features: frozenset[str] = frozenset({"oneshot", "read_hangup"})
 
     def __init__(self) -> None:
         super().__init__()
         self._poll = select.poll()
         self._poll.register(self._waker.read_fd, select.POLLIN)
-        self._kernel_poll = self._poll.poll
+        self._kernel = self._poll
         # oneshot fds that are armed: reported once, then taken out of the array
         self._armed_oneshots: set[int] = set()
 
@@ -60,7 +60,7 @@ class PollPoller(Poller):
     ) -> list[tuple[int, int]]:
         if max_events is None:
             if timeout is None:
-                ready: list[tuple[int, int]] = self._kernel_poll()
+                ready: list[tuple[int, int]] = self._kernel.poll()
             else:
                 try:
                     waits = timeout >= 0
@@ -69,14 +69,14 @@ class PollPoller(Poller):
                 if not waits:
                     return self._poll_slow(timeout, max_events)
                 try:
-                    ready = self._kernel_poll(timeout * 1000.0)
+                    ready = self._kernel.poll(timeout * 1000.0)
                 except OverflowError:
                     return self._poll_slow(timeout, max_events)
             if self._wake_tokens or self._armed_oneshots:
                 return self._settle(ready, None)
             for _, mask in ready:
-                # Linux reports a closed fd as POLLNVAL alone, and an equality
-                # test is the cheapest per-event check (measured: 25% less than &).
+                # Linux reports a closed fd as POLLNVAL alone, so an equality
+                # test, cheaper than a bit test, finds it.
                 if mask == _INVALID:
                     return self._settle(ready, None)
             return ready
@@ -84,7 +84,7 @@ class PollPoller(Poller):
 
     def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:
         ready: list[tuple[int, int]] = (
-            self._kernel_poll() if timeout is None else self._kernel_poll(timeout * 1000.0)
+            self._kernel.poll() if timeout is None else self._kernel.poll(timeout * 1000.0)
         )
         return self._settle(ready, max_events)
 
