@@ -116,15 +116,25 @@ def test_nan_timeout_is_refused(poller: Poller) -> None:
         poller.poll(float("nan"))
 
 
-def test_a_bool_timeout_is_the_int_it_is_with_or_without_max_events(
-    poller: Poller, socketpair: SocketPair
+@pytest.mark.parametrize("value", [False, True])
+def test_a_bool_is_refused_as_a_timeout_as_it_is_as_an_fd_or_a_mask(
+    poller: Poller, socketpair: SocketPair, value: bool
 ) -> None:
-    """Regression: ``poll(True)`` waited a second but ``poll(True, 1)`` was refused."""
+    """One rule for every argument: a bool is not a number to pollkit.
+
+    (``poll(True)`` used to wait one second while ``register(True, ...)`` and
+    a bool mask were refused.)
+    """
     left, _ = socketpair
     poller.register(left, WRITE)
-    for timeout in (False, True):
-        for max_events in (None, 1):
-            assert poller.poll(timeout, max_events) == [(left.fileno(), WRITE)]
+    for max_events in (None, 1):
+        with pytest.raises(InvalidArgumentError, match=f"timeout must be .*not {value!r}"):
+            poller.poll(value, max_events)
+    with pytest.raises(InvalidArgumentError, match=repr(value)):
+        poller.register(value, READ)
+    with pytest.raises(InvalidArgumentError, match=repr(value)):
+        poller.modify(left, value)
+    assert poller.poll(0) == [(left.fileno(), WRITE)]
 
 
 @pytest.mark.parametrize("timeout", ["1", b"0", [1], 1j], ids=["str", "bytes", "list", "complex"])

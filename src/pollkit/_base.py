@@ -115,13 +115,13 @@ class Unusable:
 def check_timeout(timeout: float | None) -> None:
     """Refuse a negative or non-numeric timeout.  (``poll()`` inlines the common case.)
 
-    A bool counts as the int it is (``True`` is one second), as in the
-    ``select`` module: the drivers' fast paths take it so, and refusing it
-    there would cost every call a test.
+    A bool is refused, as it is for an fd or a mask: ``True`` is an int to
+    Python, but nobody means one second by it.  The drivers' fast paths send
+    a bool here with one identity test.
     """
     if timeout is None:
         return
-    if not isinstance(timeout, (int, float)):
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
         raise InvalidArgumentError(f"timeout must be a number of seconds or None, not {timeout!r}")
     if timeout < 0 or math.isnan(timeout):
         raise InvalidArgumentError(f"timeout must be >= 0 seconds or None (block), not {timeout!r}")

@@ -25,6 +25,14 @@ Facts about epoll(7) and what they mean here:
   and re-adds it, restoring the old registration if the add fails.
 * **Regular files and directories** cannot be watched (``EPERM``): they are
   always ready.  The error says to use the poll or select driver.
+* **One call returns every ready fd.**  ``epoll_wait()`` returns at most
+  ``maxevents`` events, and CPython's ``epoll.poll()`` defaults that to
+  ``FD_SETSIZE - 1``.  The driver passes a bound that is always larger than
+  the number of entries the kernel's set can hold (registered fds, the
+  waker, and entries ``fromfd()`` could not adopt), so nothing is left for
+  a later call -- the same result poll and select give.  The bound only
+  grows; CPython allocates the event array per call, so a larger bound
+  costs memory only while the call runs.
 * **Timeouts** are whole milliseconds; CPython rounds up, so a 0.1 ms timeout
   waits 1 ms instead of spinning, and it retries after ``EINTR`` with the
   remaining time (PEP 475).
@@ -55,6 +63,8 @@ _EPOLLONESHOT: int = getattr(select, "EPOLLONESHOT", 1 << 30)
 _EPOLLET: int = getattr(select, "EPOLLET", 1 << 31)
 _EPOLLEXCLUSIVE: int = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 _GONE = (errno.EBADF, errno.ENOENT)
+#: CPython's own default bound (FD_SETSIZE - 1), the smallest one we pass.
+_DEFAULT_MAX_EVENTS = 1023
 
 
 def _kernel_mask(registration: Registration) -> int:
@@ -133,6 +143,11 @@ class EpollPoller(DriverBase):
         # What poll() calls: the epoll object itself, so that CPython's method
         # call needs no bound-method object.
         self._kernel = epoll
+        # Always more than the kernel set's entries: see "One call returns
+        # every ready fd" above.
+        self._max_kernel_events = _DEFAULT_MAX_EVENTS
+        # Entries of a fromfd() set that no fd number here can reach.
+        self._unadopted = 0
 
     @classmethod
     def fromfd(cls, fd: int) -> Self:
@@ -174,10 +189,8 @@ class EpollPoller(DriverBase):
         except OSError:
             return
         waker_fd = self._waker.read_fd
-        for line in lines:
-            fields = line.split()
-            if not fields or fields[0] != "tfd:":
-                continue
+        entries = [fields for fields in map(str.split, lines) if fields and fields[0] == "tfd:"]
+        for fields in entries:
             try:
                 target = int(fields[1])
                 mask = int(fields[fields.index("events:") + 1], 16)
@@ -202,26 +215,35 @@ class EpollPoller(DriverBase):
                 except OSError:
                     continue
             self._registry[target] = registration
+        # The waker's entry is counted by _make_room() itself.
+        self._unadopted = max(0, len(entries) - len(self._registry) - 1)
+        self._make_room(len(self._registry) + self._unadopted)
 
     def poll(
         self, timeout: float | None = None, max_events: int | None = None
     ) -> list[tuple[int, int]]:
-        # The hot path: two tests before the system call and one after it.
-        # ``not timeout`` passes None (block) and 0 (never block), which
-        # cannot overflow, so that branch needs no ``try``.
+        # The hot path: three tests before the system call and one after it.
+        # ``not timeout`` passes None (block) and 0 (never block); a bool is
+        # refused like any other non-number, by the slow path, which names it.
+        # ``try`` costs nothing on CPython 3.11+ until something raises.
         if max_events is None:
-            if not timeout:
-                ready: list[tuple[int, int]] = self._kernel.poll(timeout)
+            if not timeout and timeout is not False:
+                try:
+                    ready: list[tuple[int, int]] = self._kernel.poll(
+                        timeout, self._max_kernel_events
+                    )
+                except TypeError:  # falsy but not a number, such as ""
+                    return self._poll_slow(timeout, max_events)
                 if self._wake_tokens:
                     return self._without_waker(ready)
                 return ready
             try:
-                waits = timeout > 0
+                waits = timeout > 0 and timeout is not True
             except TypeError:  # not a number: the slow path says so, naming it
                 waits = False
             if waits:
                 try:
-                    ready = self._kernel.poll(timeout)
+                    ready = self._kernel.poll(timeout, self._max_kernel_events)
                 except OverflowError:  # longer than epoll_wait() can take
                     return self._poll_slow(timeout, max_events)
                 if self._wake_tokens:
@@ -231,7 +253,7 @@ class EpollPoller(DriverBase):
 
     def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:
         ready: list[tuple[int, int]] = self._kernel.poll(
-            timeout, -1 if max_events is None else max_events
+            timeout, self._max_kernel_events if max_events is None else max_events
         )
         if self._wake_tokens:
             return self._without_waker(ready)
@@ -242,6 +264,7 @@ class EpollPoller(DriverBase):
         return self._epoll.fileno()
 
     def _kernel_add(self, fd: int, registration: Registration) -> None:
+        self._make_room(len(self._registry) + 1 + self._unadopted)
         try:
             self._epoll.register(fd, _kernel_mask(registration))
         except FileExistsError:
@@ -255,6 +278,11 @@ class EpollPoller(DriverBase):
                 f"epoll cannot watch fd {fd}: regular files and directories are always "
                 "ready and epoll refuses them; use the poll or select driver",
             ) from None
+
+    def _make_room(self, entries: int) -> None:
+        """Make the per-call bound exceed ``entries`` registrations plus the waker."""
+        if entries + 1 >= self._max_kernel_events:
+            self._max_kernel_events = max(2 * self._max_kernel_events, entries + 2)
 
     def _kernel_modify(self, fd: int, old: Registration, new: Registration) -> None:
         if not old.exclusive:

@@ -63,7 +63,7 @@ class PollPoller(DriverBase):
                 ready: list[tuple[int, int]] = self._kernel.poll()
             else:
                 try:
-                    waits = timeout >= 0
+                    waits = timeout >= 0 and timeout is not True and timeout is not False
                 except TypeError:  # not a number: the slow path says so, naming it
                     waits = False
                 if not waits:

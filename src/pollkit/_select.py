@@ -86,7 +86,9 @@ class SelectPoller(DriverBase):
         self, timeout: float | None = None, max_events: int | None = None
     ) -> list[tuple[int, int]]:
         try:
-            fast = max_events is None and (timeout is None or timeout >= 0)
+            fast = max_events is None and (
+                timeout is None or (timeout >= 0 and timeout is not True and timeout is not False)
+            )
         except TypeError:  # not a number: the slow path says so, naming it
             fast = False
         if fast:

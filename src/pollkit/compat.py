@@ -54,6 +54,8 @@ from .errors import NotRegisteredError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from typing_extensions import Self
+
 __all__ = ["PollerSelector", "new_event_loop", "run"]
 
 _T = TypeVar("_T")
@@ -119,12 +121,29 @@ class PollerSelector(selectors.BaseSelector):
     ``register()`` and ``select()`` raise :class:`~pollkit.PollerClosedError`
     (a ``ValueError``, as the stdlib's epoll selector raises).
 
+    ``fileno()`` exists exactly where the driver has a kernel fd (epoll, and
+    a checking wrapper around it), as the stdlib's ``EpollSelector`` has it
+    and its ``PollSelector`` and ``SelectSelector`` do not: code that asks
+    ``hasattr(selector, "fileno")`` gets the stdlib's answer.  (Such a
+    selector is an instance of a private subclass that adds the method.)
+
     Raises:
         BackendUnavailableError: ``backend`` names no driver that opens here.
     """
 
+    _poller: Poller
+
+    def __new__(cls, backend: str | Poller | None = None) -> Self:
+        poller = backend if isinstance(backend, Poller) else open_poller(backend)
+        chosen: type[PollerSelector] = cls
+        if "fileno" in poller.features and not issubclass(cls, _PollerSelectorWithFileno):
+            chosen = _PollerSelectorWithFileno
+        self = super().__new__(chosen)
+        self._poller = poller
+        return self  # type: ignore[return-value]  # a subclass of cls, chosen by the driver
+
     def __init__(self, backend: str | Poller | None = None) -> None:
-        self._poller = backend if isinstance(backend, Poller) else open_poller(backend)
+        # __new__ opened the poller (it decides the class).
         self._fd_to_key: dict[int, SelectorKey] = {}
         self._map: _SelectorMapping | None = _SelectorMapping(self)
 
@@ -259,17 +278,17 @@ class PollerSelector(selectors.BaseSelector):
         """A read-only mapping of registered file objects to keys; ``None`` once closed."""
         return self._map
 
-    def fileno(self) -> int:
-        """The driver's kernel fd (epoll only), as ``EpollSelector.fileno()``.
-
-        Raises:
-            UnsupportedFeatureError: the driver has no kernel object (poll, select).
-        """
-        return self._poller.fileno()
-
     def __repr__(self) -> str:
         state = "closed" if self._map is None else f"{len(self._fd_to_key)} registered"
         return f"<PollerSelector {self._poller.name} {state}>"
+
+
+class _PollerSelectorWithFileno(PollerSelector):
+    """A :class:`PollerSelector` on a driver with a kernel fd: it has ``fileno()``."""
+
+    def fileno(self) -> int:
+        """The driver's kernel fd, as ``EpollSelector.fileno()``."""
+        return self._poller.fileno()
 
 
 def new_event_loop(backend: str | None = None) -> asyncio.AbstractEventLoop:
