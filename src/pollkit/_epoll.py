@@ -27,12 +27,14 @@ Facts about epoll(7) and what they mean here:
   always ready.  The error says to use the poll or select driver.
 * **One call returns every ready fd.**  ``epoll_wait()`` returns at most
   ``maxevents`` events, and CPython's ``epoll.poll()`` defaults that to
-  ``FD_SETSIZE - 1``.  The driver passes a bound that is always larger than
-  the number of entries the kernel's set can hold (registered fds, the
-  waker, and entries ``fromfd()`` could not adopt), so nothing is left for
-  a later call -- the same result poll and select give.  The bound only
-  grows; CPython allocates the event array per call, so a larger bound
-  costs memory only while the call runs.
+  ``FD_SETSIZE - 1``.  While the kernel's set holds fewer entries than that
+  (registered fds, the waker, and entries ``fromfd()`` could not adopt), the
+  default loses nothing and the hot path passes no bound.  Once it may hold
+  more, ``_kernel`` becomes a :class:`_Bounded` stand-in that passes a bound
+  larger than the set, so one call still returns everything -- the same
+  result poll and select give.  The bound only grows; CPython allocates the
+  event array per call, so a larger bound costs memory only while the call
+  runs.
 * **Timeouts** are whole milliseconds; CPython rounds up, so a 0.1 ms timeout
   waits 1 ms instead of spinning, and it retries after ``EINTR`` with the
   remaining time (PEP 475).
@@ -122,6 +124,23 @@ def _names_the_watched_file(fd: int, fields: list[str]) -> bool:
     return True
 
 
+class _Bounded:
+    """Stands in for the epoll object once its set may outgrow the default bound.
+
+    ``poll(timeout)`` passes ``maxevents`` larger than the set, so one call
+    returns every ready fd; an explicit ``maxevents`` (``max_events``) wins.
+    """
+
+    __slots__ = ("_bound", "_epoll")
+
+    def __init__(self, epoll: select.epoll, bound: int) -> None:
+        self._epoll = epoll
+        self._bound = bound
+
+    def poll(self, timeout: float | None = None, maxevents: int = -1) -> list[tuple[int, int]]:
+        return self._epoll.poll(timeout, self._bound if maxevents == -1 else maxevents)
+
+
 class EpollPoller(DriverBase):
     """The epoll(7) driver: O(ready) per call, native oneshot, edge and exclusive."""
 
@@ -141,7 +160,7 @@ class EpollPoller(DriverBase):
             self._epoll.close()
             raise
         # What poll() calls: the epoll object itself, so that CPython's method
-        # call needs no bound-method object.
+        # call needs no bound-method object; a _Bounded one for large sets.
         self._kernel = epoll
         # Always more than the kernel set's entries: see "One call returns
         # every ready fd" above.
@@ -229,9 +248,7 @@ class EpollPoller(DriverBase):
         if max_events is None:
             if not timeout and timeout is not False:
                 try:
-                    ready: list[tuple[int, int]] = self._kernel.poll(
-                        timeout, self._max_kernel_events
-                    )
+                    ready: list[tuple[int, int]] = self._kernel.poll(timeout)
                 except TypeError:  # falsy but not a number, such as ""
                     return self._poll_slow(timeout, max_events)
                 if self._wake_tokens:
@@ -243,7 +260,7 @@ class EpollPoller(DriverBase):
                 waits = False
             if waits:
                 try:
-                    ready = self._kernel.poll(timeout, self._max_kernel_events)
+                    ready = self._kernel.poll(timeout)
                 except OverflowError:  # longer than epoll_wait() can take
                     return self._poll_slow(timeout, max_events)
                 if self._wake_tokens:
@@ -253,7 +270,7 @@ class EpollPoller(DriverBase):
 
     def _poll_checked(self, timeout: float | None, max_events: int | None) -> list[tuple[int, int]]:
         ready: list[tuple[int, int]] = self._kernel.poll(
-            timeout, self._max_kernel_events if max_events is None else max_events
+            timeout, -1 if max_events is None else max_events
         )
         if self._wake_tokens:
             return self._without_waker(ready)
@@ -283,6 +300,8 @@ class EpollPoller(DriverBase):
         """Make the per-call bound exceed ``entries`` registrations plus the waker."""
         if entries + 1 >= self._max_kernel_events:
             self._max_kernel_events = max(2 * self._max_kernel_events, entries + 2)
+            if not (self._closed or self._forked):
+                self._kernel = _Bounded(self._epoll, self._max_kernel_events)
 
     def _kernel_modify(self, fd: int, old: Registration, new: Registration) -> None:
         if not old.exclusive:
