@@ -1,577 +1,201 @@
-"""What one ``poll(0)`` costs: pollkit's drivers beside the raw calls and stdlib ``selectors``.
+"""``poll(0)`` against the raw call beneath it: the overhead and scaling studies.
 
-Each case watches ``idle`` fds that never become ready plus ``ready`` fds that
-stay readable (a byte waits in each and is never read), so every call returns
-the same ``ready`` events and level triggering is exercised on each call.  All
-fds are ends of AF_UNIX socket pairs; idle pairs have both ends watched.
+Each case watches ``idle`` fds that never become ready and ``ready`` fds that
+always are (a byte waits unread in each), all ends of AF_UNIX socket pairs,
+so every call reports the same fds.  Per driver the contenders are ``raw``,
+the ``select`` module's own call (``epoll.poll(0)``, ``poll.poll(0)``,
+``select.select(r, [], [], 0)``), and ``pollkit``, the driver's ``poll(0)``;
+a spec such as ``debug:epoll`` measures the wrapped driver against the same
+raw call.  ``benchmarks/`` passes more contenders through ``extra``.
 
-Per driver, four contenders watch the same fds:
-
-* ``raw``: the ``select`` module's own call (``epoll.poll(0)``,
-  ``poll.poll(0)``, ``select.select(r, [], [], 0)``), the floor;
-* ``pollkit``: the pollkit driver's ``poll(0)``;
-* ``selectors``: stdlib ``EpollSelector``/``PollSelector``/``SelectSelector``
-  ``.select(0)``;
-* ``wrapper``: the least a Python method with pollkit's result contract can
-  cost (one method call around the raw call, and for select the zip into
-  ``(fd, mask)`` pairs): the yardstick for "nothing per event, almost nothing
-  per call".
-
-Each round times a fixed number of calls of every contender in turn, in
-serpentine order (A B C D, D C B A, ...), with ``time.perf_counter_ns`` and the
-garbage collector off; the figures are medians over rounds and the ratios are
-medians of each round's own ratio to ``raw``, so a burst of load on a shared
-machine skews a round, not the result.  The loop's own cost (well under 1 % of a call) is
-included for every contender alike, as ``timeit`` does.
+A round times a fixed number of calls of each contender, in serpentine
+order, with ``perf_counter_ns`` and the garbage collector off; the number is
+calibrated so that the raw call takes about :data:`ROUND_SECONDS`.  The loop's
+own cost is in every contender's figure alike, as with ``timeit``.
 """
 
 from __future__ import annotations
 
 import gc
 import select
-import selectors
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
-from .._base import Poller
-from .._epoll import EpollPoller
-from .._poll import PollPoller
-from .._select import FD_SETSIZE, SelectPoller
-from .loadgen import raise_fd_limit
-from .report import Progress, format_table
-from .stats import Spread, summarize
+from .._backends import open_poller, parse_backend
+from .._events import Events
+from .._select import FD_SETSIZE
+from .echo import raise_fd_limit
+from .harness import Progress, cell, judge, serpentine, summarize, table, verdict
 
-__all__ = [
-    "CONTENDERS",
-    "DRIVERS",
-    "TARGETS",
-    "CaseResult",
-    "FdSet",
-    "measure_case",
-    "overhead_table",
-    "run_overhead",
-    "run_scaling",
-    "scaling_table",
-]
+__all__ = ["TARGETS", "Contender", "describe", "run", "socket_fds", "timing_loop"]
 
-DRIVERS = ("epoll", "poll", "select")
-CONTENDERS = ("raw", "pollkit", "selectors", "wrapper")
+#: How long the raw call's turn in a round takes; the others make as many calls.
+ROUND_SECONDS = 0.002
 
-#: The budget for pollkit/raw, by number of ready fds (issue 2).
+#: pollkit/raw budgets by number of ready fds: a longer call leaves less excuse.
 TARGETS: dict[int, float] = {1: 1.15, 64: 1.05}
 
-_READ = 1  # Events.READ == POLLIN == EPOLLIN
 
-Timer = Callable[[int], int]
+class Contender(NamedTuple):
+    """A timing loop (calls -> ns), a count of what ``poll(0)`` reports, and a closer."""
 
-
-class FdSet:
-    """``idle`` never-ready fds and ``ready`` always-readable fds, all socket-pair ends."""
-
-    def __init__(self, idle: int, ready: int) -> None:
-        if idle < 0 or ready < 0:
-            raise ValueError(f"idle and ready must be >= 0, not {idle!r} and {ready!r}")
-        raise_fd_limit(idle + 2 * ready + 256)  # idle pairs share 2 fds; ready pairs use 2 each
-        self._sockets: list[socket.socket] = []
-        self.idle: list[int] = []
-        self.ready: list[int] = []
-        try:
-            while len(self.idle) < idle:
-                a, b = self._pair()
-                self.idle.append(a.fileno())
-                if len(self.idle) < idle:
-                    self.idle.append(b.fileno())
-            for _ in range(ready):
-                writer, reader = self._pair()
-                writer.send(b"x")  # never read: the reader stays readable
-                self.ready.append(reader.fileno())
-        except BaseException:
-            self.close()
-            raise
-
-    def _pair(self) -> tuple[socket.socket, socket.socket]:
-        a, b = socket.socketpair()
-        self._sockets += (a, b)
-        return a, b
-
-    @property
-    def fds(self) -> list[int]:
-        return self.idle + self.ready
-
-    @property
-    def max_fd(self) -> int:
-        return max(s.fileno() for s in self._sockets) if self._sockets else -1
-
-    def close(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-        self._sockets.clear()
-
-    def __enter__(self) -> FdSet:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    timed: Callable[[int], int]
+    count_ready: Callable[[], int]
+    close: Callable[[], None]
 
 
-# Each contender gets its own freshly compiled timing loop: CPython specialises
-# call sites per code object, and one loop shared by a builtin method and a
-# Python method would flip its specialisation between them.
-# Every contender is called the way application code calls it, as a method
-# (``poller.poll(0)``, ``epoll.poll(0)``): CPython 3.11 specialises that call
-# site, while calling a stored bound method of a Python function with default
-# arguments takes a slower generic path that would tax Python-level
-# contenders alone.
-_METHOD_LOOP = """
-def timed(calls, _clock=clock, _repeat=repeat, _obj=obj, _arg=arg):
-    start = _clock()
-    for _ in _repeat(None, calls):
-        _obj.{method}(_arg)
-    return _clock() - start
-"""
-
-_SELECT_LOOP = """
-def timed(calls, _clock=clock, _repeat=repeat, _call=call, _r=r, _w=w, _x=x):
-    start = _clock()
-    for _ in _repeat(None, calls):
-        _call(_r, _w, _x, 0)
-    return _clock() - start
-"""
+#: Builds a contender of ``extra`` from the driver name and the fds to watch.
+Build = Callable[[str, list[int]], Contender]
 
 
-def method_loop(label: str, obj: Any, method: str, arg: Any = 0) -> Timer:
-    """A timing loop that calls ``obj.method(arg)``."""
-    return _compile_loop(_METHOD_LOOP.format(method=method), label, obj=obj, arg=arg)
+def socket_fds(idle: int, ready: int) -> tuple[list[socket.socket], list[int]]:
+    """Sockets to close, and fds to watch: ``idle`` never readable, then ``ready`` always so."""
+    raise_fd_limit(idle + 2 * ready + 256)
+    pairs = [socket.socketpair() for _ in range((idle + 1) // 2 + ready)]
+    quiet, busy = pairs[: len(pairs) - ready], pairs[len(pairs) - ready :]
+    for writer, _ in busy:
+        writer.send(b"x")  # never read: the other end stays readable
+    fds = [s.fileno() for pair in quiet for s in pair][:idle] + [r.fileno() for _, r in busy]
+    return [s for pair in pairs for s in pair], fds
 
 
-def _compile_loop(source: str, label: str, **names: Any) -> Timer:
+def timing_loop(label: str, source: str, **names: Any) -> Callable[[int], int]:
+    """A freshly compiled loop running ``source``, with ``names`` bound as locals.
+
+    Each contender gets its own code object: CPython specialises call sites
+    per code object, and one loop shared by a builtin and a Python method
+    would keep flipping its specialisation.
+    """
+    params = "".join(f", {name}={name}" for name in names)
+    code = (
+        f"def timed(calls, clock=clock, repeat=repeat{params}):\n"
+        f"    start = clock()\n    for _ in repeat(None, calls):\n        {source}\n"
+        "    return clock() - start\n"
+    )
     namespace: dict[str, Any] = {"clock": time.perf_counter_ns, "repeat": repeat, **names}
-    exec(compile(source, f"<poll loop: {label}>", "exec"), namespace)  # a fresh code object
-    timed: Timer = namespace["timed"]
+    exec(compile(code, f"<poll loop: {label}>", "exec"), namespace)
+    timed: Callable[[int], int] = namespace["timed"]
     return timed
 
 
-_POLLKIT_DRIVERS: dict[str, Callable[[], Poller]] = {
-    "epoll": EpollPoller,
-    "poll": PollPoller,
-    "select": SelectPoller,
-}
+def _raw(driver: str, fds: list[int]) -> Contender:
+    if driver == "select":  # the one raw call that takes its fd lists on every call
+        loop = timing_loop("select raw", "call(fds, no, no, 0)", call=select.select, fds=fds, no=[])
+        return Contender(loop, lambda: len(select.select(fds, [], [], 0)[0]), lambda: None)
+    kernel = getattr(select, driver)()  # select.epoll() or select.poll()
+    for fd in fds:
+        kernel.register(fd, select.POLLIN)  # == EPOLLIN
+    loop = timing_loop(f"{driver} raw", "obj.poll(0)", obj=kernel)
+    return Contender(loop, lambda: len(kernel.poll(0)), getattr(kernel, "close", lambda: None))
 
 
-class _EpollWrapper:
-    """A bare method around ``epoll.poll``: the cheapest wrapper possible.
-
-    It calls the method on the epoll object (no stored bound method, which
-    CPython 3.11 calls more slowly).
-    """
-
-    def __init__(self, epoll: select.epoll) -> None:
-        self._epoll = epoll
-
-    def poll(
-        self, timeout: float | None = None, max_events: int | None = None
-    ) -> list[tuple[int, int]]:
-        return self._epoll.poll(timeout)
+def _pollkit(spec: str, driver: str, fds: list[int]) -> Contender:
+    poller = open_poller(spec)
+    for fd in fds:
+        poller.register(fd, Events.READ)
+    loop = timing_loop(f"{spec} pollkit", "obj.poll(0)", obj=poller)
+    return Contender(loop, lambda: len(poller.poll(0)), poller.close)
 
 
-class _PollWrapper:
-    """A bare method around ``poll.poll``, converting seconds to milliseconds."""
-
-    def __init__(self, poll: select.poll) -> None:
-        self._poll = poll.poll
-
-    def poll(
-        self, timeout: float | None = None, max_events: int | None = None
-    ) -> list[tuple[int, int]]:
-        result: list[tuple[int, int]] = self._poll(None if timeout is None else timeout * 1000.0)
-        return result
-
-
-class _SelectWrapper:
-    """A bare method around ``select.select`` that returns ``(fd, READ)`` pairs."""
-
-    def __init__(self, readers: list[int]) -> None:
-        self._readers = readers
-        self._writers: list[int] = []
-        self._urgent: list[int] = []
-        self._select = select.select
-
-    def poll(
-        self, timeout: float | None = None, max_events: int | None = None
-    ) -> list[tuple[int, int]]:
-        readable, _, _ = self._select(self._readers, self._writers, self._urgent, timeout)
-        return list(zip(readable, repeat(_READ)))
-
-
-@dataclass
-class _Contender:
-    timed: Timer
-    count_ready: Callable[[], int]
-    close: Callable[[], None] = lambda: None
-
-
-def _contenders(driver: str, fds: Sequence[int], names: Iterable[str]) -> dict[str, _Contender]:
-    """Build each named contender for ``driver``, every one watching ``fds`` for READ."""
-    built: dict[str, _Contender] = {}
+def _case(spec: str, idle: int, ready: int, rounds: int, extra: Mapping[str, Build],
+          progress: Progress) -> dict[str, Any]:  # fmt: skip
+    driver = parse_backend(spec).driver
+    case: dict[str, Any] = {"driver": spec, "idle": idle, "ready": ready, "skipped": None}
+    case["target_pollkit_ratio"] = TARGETS.get(ready)
+    if driver == "select" and idle + 2 * ready + 64 >= FD_SETSIZE:  # fds 0-63: the process's own
+        return case | {"skipped": f"select cannot watch fds >= FD_SETSIZE ({FD_SETSIZE})"}
+    sockets, fds = socket_fds(idle, ready)
+    built: dict[str, Contender] = {}
     try:
-        for name in names:
-            built[name] = _build(driver, name, list(fds))
-    except BaseException:
+        builders: dict[str, Build] = {"raw": _raw, "pollkit": partial(_pollkit, spec), **extra}
+        for name, build in builders.items():
+            built[name] = build(driver, fds)
+            if (seen := built[name].count_ready()) != ready:
+                raise RuntimeError(f"{spec} {name}: poll(0) reported {seen} fds, not {ready}")
+        calls = 10
+        while (elapsed := built["raw"].timed(calls)) < 2_000_000 and calls < 10_000_000:
+            calls *= 4  # until 2 ms: enough to extrapolate from
+        calls = max(10, int(ROUND_SECONDS * 1e9 * calls / elapsed))
+        samples = _alternate(built, calls, rounds, progress, f"{spec} {idle}+{ready}")
+    finally:
         for contender in built.values():
             contender.close()
-        raise
-    return built
+        for sock in sockets:
+            sock.close()
+    case |= {"calls_per_round": calls, "rounds": rounds}
+    case["ns_per_call"] = {name: summarize(values) for name, values in samples.items()}
+    case["ratio_to_raw"] = {
+        name: summarize([v / r for v, r in zip(values, samples["raw"], strict=True)])
+        for name, values in samples.items()
+        if name != "raw"
+    }
+    return case
 
 
-def _build(driver: str, name: str, fds: list[int]) -> _Contender:
-    label = f"{driver} {name}"
-    if name == "pollkit":
-        poller = _POLLKIT_DRIVERS[driver]()
-        for fd in fds:
-            poller.register(fd, _READ)
-        return _Contender(
-            method_loop(label, poller, "poll"),
-            lambda: len(poller.poll(0)),
-            poller.close,
-        )
-    if name == "selectors":
-        chosen: selectors.BaseSelector = {
-            "epoll": selectors.EpollSelector,
-            "poll": selectors.PollSelector,
-            "select": selectors.SelectSelector,
-        }[driver]()
-        for fd in fds:
-            chosen.register(fd, selectors.EVENT_READ)
-        return _Contender(
-            method_loop(label, chosen, "select"),
-            lambda: len(chosen.select(0)),
-            chosen.close,
-        )
-    if driver == "select":
-        readers = list(fds)
-        if name == "raw":
-            return _Contender(
-                _compile_loop(_SELECT_LOOP, label, call=select.select, r=readers, w=[], x=[]),
-                lambda: len(select.select(readers, [], [], 0)[0]),
-            )
-        wrapper = _SelectWrapper(readers)
-        return _Contender(
-            method_loop(label, wrapper, "poll"),
-            lambda: len(wrapper.poll(0)),
-        )
-    if driver == "epoll":
-        epoll = select.epoll()
-        for fd in fds:
-            epoll.register(fd, select.EPOLLIN)
-        epoll_contender: Any = epoll if name == "raw" else _EpollWrapper(epoll)
-        return _Contender(
-            method_loop(label, epoll_contender, "poll"),
-            lambda: len(epoll_contender.poll(0)),
-            epoll.close,
-        )
-    if driver == "poll":
-        kernel_poll = select.poll()
-        for fd in fds:
-            kernel_poll.register(fd, select.POLLIN)
-        poll_contender: Any = kernel_poll if name == "raw" else _PollWrapper(kernel_poll)
-        return _Contender(
-            method_loop(label, poll_contender, "poll"),
-            lambda: len(poll_contender.poll(0)),
-        )
-    raise ValueError(f"unknown driver {driver!r} or contender {name!r}")
-
-
-@dataclass
-class CaseResult:
-    """One driver with ``idle`` + ``ready`` fds: each contender's ns per call, ratios to raw."""
-
-    driver: str
-    idle: int
-    ready: int
-    calls_per_round: int = 0
-    rounds: int = 0
-    ns_per_call: dict[str, Spread] = field(default_factory=dict)
-    #: Medians (and spread) of each round's ``contender / raw`` ratio.
-    ratio_to_raw: dict[str, Spread] = field(default_factory=dict)
-    target: float | None = None
-    skipped: str | None = None
-
-    def summarize(self, calls_per_round: int, samples: dict[str, list[float]]) -> None:
-        """Fill in the figures from each contender's ns per call, round by round.
-
-        ``samples`` must hold ``"raw"``; round *i* of every contender ran in
-        the same alternating round, so ratios are taken round by round.
-        """
-        self.calls_per_round = calls_per_round
-        self.rounds = len(samples["raw"])
-        self.ns_per_call = {name: summarize(values) for name, values in samples.items()}
-        raw = samples["raw"]
-        self.ratio_to_raw = {
-            name: summarize([v / r for v, r in zip(values, raw, strict=False)])
-            for name, values in samples.items()
-            if name != "raw"
-        }
-
-    @property
-    def passed(self) -> bool | None:
-        """Whether pollkit/raw met the target; ``None`` without a target or a result."""
-        if self.target is None or "pollkit" not in self.ratio_to_raw:
-            return None
-        return self.ratio_to_raw["pollkit"].median <= self.target
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "driver": self.driver,
-            "idle": self.idle,
-            "ready": self.ready,
-            "calls_per_round": self.calls_per_round,
-            "rounds": self.rounds,
-            "ns_per_call": {k: v.as_dict() for k, v in self.ns_per_call.items()},
-            "ratio_to_raw": {k: v.as_dict() for k, v in self.ratio_to_raw.items()},
-            "target_pollkit_ratio": self.target,
-            "passed": self.passed,
-            "skipped": self.skipped,
-        }
-
-
-def measure_case(
-    driver: str,
-    idle: int,
-    ready: int,
-    *,
-    contenders: Sequence[str] = CONTENDERS,
-    rounds: int = 200,
-    round_seconds: float = 0.002,
-    progress: Progress | None = None,
-) -> CaseResult:
-    """Time ``poll(0)`` of each contender on ``driver`` in ``rounds`` alternating rounds.
-
-    ``round_seconds`` sizes one contender's turn: the number of calls per
-    turn is fixed so that ``raw`` takes about that long.  A case that select
-    cannot watch (an fd at or above ``FD_SETSIZE``) comes back with
-    ``skipped`` set.  Raises ``ValueError`` for an unknown driver or
-    contender, or if ``contenders`` lacks ``"raw"``; ``RuntimeError`` if a
-    contender does not report exactly the ``ready`` fds.
-    """
-    if driver not in DRIVERS:
-        raise ValueError(f"unknown driver {driver!r}; choose from {', '.join(DRIVERS)}")
-    unknown = [name for name in contenders if name not in CONTENDERS]
-    if unknown or "raw" not in contenders:
-        raise ValueError(
-            f"contenders must include 'raw' and come from {', '.join(CONTENDERS)}, "
-            f"not {list(contenders)!r}"
-        )
-    if rounds < 1 or round_seconds <= 0:
-        raise ValueError(
-            f"rounds must be >= 1 and round_seconds > 0, not {rounds!r}, {round_seconds!r}"
-        )
-    result = CaseResult(driver, idle, ready, target=TARGETS.get(ready))
-    with FdSet(idle, ready) as fdset:
-        if driver == "select" and fdset.max_fd >= FD_SETSIZE - 8:  # leave room for the pollers' own
-            result.skipped = f"fd {fdset.max_fd} is too close to FD_SETSIZE ({FD_SETSIZE})"
-            return result
-        built = _contenders(driver, fdset.fds, contenders)
-        try:
-            for name, contender in built.items():
-                seen = contender.count_ready()
-                if seen != ready:
-                    raise RuntimeError(
-                        f"{driver} {name}: poll(0) reported {seen} ready fds, expected {ready}"
-                    )
-            calls = _calibrate(built["raw"].timed, round_seconds)
-            samples = _alternate(built, calls, rounds, progress, f"{driver} {ready} ready")
-        finally:
-            for contender in built.values():
-                contender.close()
-    result.summarize(calls, samples)
-    return result
-
-
-def _calibrate(timed: Timer, round_seconds: float) -> int:
-    """How many calls take about ``round_seconds`` (at least 10)."""
-    calls = 10
-    while True:
-        elapsed = timed(calls)
-        if elapsed >= 2_000_000 or calls >= 10_000_000:  # 2 ms is enough to extrapolate
-            break
-        calls *= 4
-    per_call = elapsed / calls
-    return max(10, int(round_seconds * 1e9 / per_call))
-
-
-def _alternate(
-    built: dict[str, _Contender],
-    calls: int,
-    rounds: int,
-    progress: Progress | None,
-    label: str,
-) -> dict[str, list[float]]:
+def _alternate(built: dict[str, Contender], calls: int, rounds: int, progress: Progress,
+               label: str) -> dict[str, list[float]]:  # fmt: skip
     samples: dict[str, list[float]] = {name: [] for name in built}
-    order = list(built.items())
-    for _, contender in order:  # warm up: specialise each loop, fault in every page
-        contender.timed(calls)
+    for contender in built.values():
+        contender.timed(calls)  # warm up: specialise each loop, fault in every page
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()  # no collection may land in one contender's turn
     try:
-        for round_number in range(rounds):
-            # Serpentine order (A B C D, then D C B A): each contender runs as
-            # often early as late in a round, so no position is favoured.
-            for name, contender in order if round_number % 2 == 0 else order[::-1]:
+        for number in range(rounds):
+            for name, contender in serpentine(list(built.items()), number):
                 samples[name].append(contender.timed(calls) / calls)
-            if progress is not None:
-                progress.step(f"{label}, round {round_number + 1}/{rounds}")
+            progress.step(f"{label}, round {number + 1}/{rounds}")
     finally:
         if gc_was_enabled:
             gc.enable()
     return samples
 
 
-def run_overhead(
-    *,
-    drivers: Sequence[str] = DRIVERS,
-    idle: int = 1000,
-    select_idle: int = 500,
-    ready_counts: Sequence[int] = (1, 64),
-    rounds: int = 200,
-    round_seconds: float = 0.002,
-    contenders: Sequence[str] = CONTENDERS,
-    progress: Progress | None = None,
-) -> list[CaseResult]:
-    """The poll(0) overhead study (issue 2): every driver, each ready count, all contenders.
+def run(study: str, specs: Sequence[str], cases: Sequence[tuple[int, int]], rounds: int,
+        progress: Progress, extra: Mapping[str, Build] = {},
+        select_idle: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """``study`` (``overhead`` or ``scaling``): each spec at each ``(idle, ready)`` case.
 
-    ``select_idle`` replaces ``idle`` on the select driver, which cannot watch
-    fds at or above ``FD_SETSIZE``.
+    ``select_idle`` caps select's idle fds; a case select cannot watch (fds
+    at or above ``FD_SETSIZE``) is skipped with the reason.  Raises ``RuntimeError`` if a contender does not report
+    the ``ready`` fds.
     """
-    if progress is not None:
-        progress.start("overhead", len(drivers) * len(ready_counts) * rounds)
-    return [
-        measure_case(
-            driver,
-            select_idle if driver == "select" else idle,
-            ready,
-            contenders=contenders,
-            rounds=rounds,
-            round_seconds=round_seconds,
-            progress=progress,
-        )
-        for driver in drivers
-        for ready in ready_counts
-    ]
+    progress.start(study, len(specs) * len(cases) * rounds)
+    found = [
+        _case(spec, min(idle, select_idle or idle) if parse_backend(spec).driver == "select" else idle, ready,
+              rounds, extra, progress)
+        for spec in specs
+        for idle, ready in cases
+    ]  # fmt: skip
+    return describe(study, {"cases": found})
 
 
-#: fd counts of the scaling study: a log scale from 10 to 10,000.
-SCALING_SIZES = (10, 30, 100, 300, 1000, 3000, 10000)
-
-
-def run_scaling(
-    *,
-    drivers: Sequence[str] = DRIVERS,
-    sizes: Sequence[int] = SCALING_SIZES,
-    rounds: int = 30,
-    round_seconds: float = 0.002,
-    contenders: Sequence[str] = ("raw", "pollkit", "selectors"),
-    progress: Progress | None = None,
-) -> list[CaseResult]:
-    """Cost of ``poll(0)`` with N idle fds and 1 ready fd, for each N and driver.
-
-    Sizes select cannot watch come back with ``skipped`` set (FD_SETSIZE).
-    """
-    if progress is not None:
-        progress.start("scaling", len(drivers) * len(sizes) * rounds)
-    results = []
-    for driver in drivers:
-        for size in sizes:
-            if driver == "select" and size + 16 >= FD_SETSIZE:
-                skipped = CaseResult(driver, size, 1)
-                skipped.skipped = f"select cannot watch fds >= FD_SETSIZE ({FD_SETSIZE})"
-                results.append(skipped)
-                if progress is not None:
-                    for _ in range(rounds):
-                        progress.step(f"{driver} N={size} skipped")
-                continue
-            results.append(
-                measure_case(
-                    driver,
-                    size,
-                    1,
-                    contenders=contenders,
-                    rounds=rounds,
-                    round_seconds=round_seconds,
-                    progress=progress,
-                )
-            )
-    return results
-
-
-def _ratio_cell(spread: Spread | None) -> str:
-    if spread is None:
-        return "-"
-    return f"{spread.median:.3f} [{spread.p25:.3f}-{spread.p75:.3f}]"
-
-
-def overhead_table(results: Sequence[CaseResult]) -> str:
-    """The overhead study as a table: ns per call, ratios to raw (median [p25-p75])."""
-    rows = []
-    for case in results:
-        if case.skipped:
-            rows.append([case.driver, case.idle, case.ready, "skipped: " + case.skipped])
+def describe(study: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its table and (for ``overhead``) its judged targets filled in."""
+    cases = data["cases"]
+    names = list(dict.fromkeys(n for c in cases if not c["skipped"] for n in c["ns_per_call"]))
+    others = names[1:]  # raw comes first: the yardstick
+    rows, targets = [], []
+    for case in cases:
+        head = [case["driver"], case["idle"], case["ready"]]
+        if case["skipped"]:
+            rows.append([*head, "skipped: " + case["skipped"]])
             continue
-        ns = case.ns_per_call
-        ratio = case.ratio_to_raw
-        verdict = {None: "-", True: "ok", False: "MISS"}[case.passed]
-        rows.append(
-            [
-                case.driver,
-                case.idle,
-                case.ready,
-                *(f"{ns[c].median:.0f}" if c in ns else "-" for c in CONTENDERS),
-                _ratio_cell(ratio.get("pollkit")),
-                _ratio_cell(ratio.get("wrapper")),
-                _ratio_cell(ratio.get("selectors")),
-                "-" if case.target is None else f"<= {case.target:.2f}",
-                verdict,
-            ]
-        )
-    headers = [
-        "driver",
-        "idle",
-        "ready",
-        *(f"{c} ns" for c in CONTENDERS),
-        "pollkit/raw",
-        "wrapper/raw",
-        "selectors/raw",
-        "target",
-        "",
-    ]
-    width = len(headers)
-    return format_table(headers, [row + [""] * (width - len(row)) for row in rows])
-
-
-def scaling_table(results: Sequence[CaseResult]) -> str:
-    """The scaling study as a table: ns per call by driver, N and contender."""
-    rows = []
-    for case in results:
-        if case.skipped:
-            rows.append([case.driver, case.idle, "-", "-", "-", "-", case.skipped])
-            continue
-        ns = case.ns_per_call
-        rows.append(
-            [
-                case.driver,
-                case.idle,
-                *(
-                    f"{ns[c].median:.0f}" if c in ns else "-"
-                    for c in ("raw", "pollkit", "selectors")
-                ),
-                _ratio_cell(case.ratio_to_raw.get("pollkit")),
-                "",
-            ]
-        )
-    return format_table(
-        ["driver", "idle fds", "raw ns", "pollkit ns", "selectors ns", "pollkit/raw", ""], rows
-    )
+        ns, ratios = case["ns_per_call"], case["ratio_to_raw"]
+        row = [*head, *(f"{ns[n]['median']:.0f}" if n in ns else "-" for n in names)]
+        row += [cell(ratios.get(n), digits=3) for n in others]
+        limit = case["target_pollkit_ratio"] if study == "overhead" else None
+        if limit is not None:
+            what = f"poll(0) pollkit/raw, {case['driver']}, {case['ready']} ready"
+            judged = judge(what, ratios.get("pollkit"), limit)
+            targets += [judged] if judged else []
+            row += [f"<= {limit:g}", verdict(judged)]
+        rows.append(row)
+    headers = ["driver", "idle", "ready", *(f"{n} ns" for n in names)]
+    headers += [f"{n}/raw" for n in others] + (["target", ""] if study == "overhead" else [])
+    title = f"{study}: ns per poll(0), medians of rounds; ratios paired by round [p25-p75]"
+    return data | {"table": table(title, headers, rows), "targets": targets}
