@@ -1,11 +1,17 @@
-"""Address helpers shared by the echo server, the client and their CLI."""
+"""Address helpers shared by the echo server, the client and their CLI.
+
+Resolving, binding and formatting live in the server layer
+(:mod:`pollkit.server._net`); this module adds what only echo needs.
+"""
 
 from __future__ import annotations
 
-import socket
-from typing import Any
-
 from ..errors import InvalidArgumentError
+from ..server._net import DEFAULT_HOST as DEFAULT_HOST
+from ..server._net import DEFAULT_PORT as DEFAULT_PORT
+from ..server._net import bind_socket as bind_socket
+from ..server._net import format_address as format_address
+from ..server._net import resolve as resolve
 
 __all__ = [
     "DEFAULT_HOST",
@@ -17,10 +23,6 @@ __all__ = [
     "resolve",
 ]
 
-#: Loopback only: listening on every interface must be asked for.
-DEFAULT_HOST = "127.0.0.1"
-#: The seed tutorial's port; RFC 862's own port 7 needs root.
-DEFAULT_PORT = 8888
 #: The largest UDP payload over IPv4 (65,535 - 20 bytes of IP header - 8 of UDP
 #: header); IPv6 allows 65,527, but a client cannot know which one it will need.
 MAX_DATAGRAM = 65507
@@ -31,61 +33,3 @@ def check_port(port: object) -> int:
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise InvalidArgumentError(f"port must be an int from 0 to 65535, not {port!r}")
     return port
-
-
-def resolve(host: str, port: int, socktype: int, *, passive: bool) -> tuple[int, Any]:
-    """The address family and socket address for ``host``, ``port``.
-
-    The first address ``getaddrinfo()`` gives wins, as ``socket.create_server``
-    does.  Raises ``socket.gaierror`` (an ``OSError``) for a name that does not
-    resolve.
-    """
-    flags = socket.AI_PASSIVE if passive else 0
-    infos = socket.getaddrinfo(host, check_port(port), socket.AF_UNSPEC, socktype, 0, flags)
-    family, _, _, _, sockaddr = infos[0]
-    return int(family), sockaddr
-
-
-def format_address(address: tuple[Any, ...]) -> str:
-    """``host:port``, with IPv6 hosts in brackets: ``[::1]:8888``."""
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-def bind_socket(
-    host: str, port: int, *, udp: bool, reuse_port: bool, backlog: int | None
-) -> socket.socket:
-    """A non-blocking socket bound to ``host``, ``port`` (listening if ``backlog``).
-
-    Raises:
-        InvalidArgumentError: a port outside 0-65535.
-        OSError: the host does not resolve, or the address cannot be bound
-            (``EADDRINUSE`` for a busy port); the message names the address.
-    """
-    socktype = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
-    try:
-        family, sockaddr = resolve(host, port, socktype, passive=True)
-    except socket.gaierror as exc:
-        raise OSError(exc.errno, f"cannot resolve host {host!r}: {exc.strerror}") from None
-    sock = socket.socket(family, socktype)
-    try:
-        if not udp:
-            # Rebind at once after a restart despite TIME_WAIT; for TCP this
-            # never lets two listeners share a port.  (For UDP it would, and a
-            # busy port would go unnoticed: not set there.)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind(sockaddr)
-        except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot listen on {format_address(sockaddr)}: {exc.strerror}"
-            ) from None
-        if backlog is not None:
-            sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

@@ -1,0 +1,667 @@
+"""One TCP connection's transport: send now, buffer the rest, close without losing a byte.
+
+* **Send at once.**  ``write()`` calls ``send()`` straight away
+  (``MSG_NOSIGNAL``: a dead peer is an ``EPIPE`` error, never a ``SIGPIPE``
+  that kills the process).  Only what the kernel does not take is kept, in
+  one ``bytearray``, and only then does the poller watch for ``WRITE``; once
+  it drains, ``WRITE`` is dropped again.  A connection whose output always
+  fits in the socket buffer costs one ``send()`` per write and never a
+  ``modify()``.  (Deleting from the front of a ``bytearray`` is O(1): it
+  moves its start.)
+* **Backpressure both ways.**  Past the high-water mark (the server's
+  ``max_buffer`` unless :meth:`Transport.set_write_buffer_limits` says
+  otherwise) the protocol's ``pause_writing()`` is called and the connection
+  is not read any more, so the kernel's flow control slows the peer; at the
+  low-water mark (a quarter) ``resume_writing()`` is called and reading
+  resumes.  Once per crossing.  Memory per connection stays below the
+  high-water mark plus one read.  The application's ``pause_reading()`` is a
+  separate switch: the connection is read only when neither holds it.
+* **Closing without RST.**  Closing a socket while the peer's input is
+  unread, or still on its way, makes the kernel answer with RST and throw
+  away output it has not delivered yet.  So ``close()`` first sends what is
+  buffered, then half-closes (the peer sees EOF right after the last byte),
+  reads and drops what the peer still sends, and closes once the peer's
+  kernel has acknowledged everything (``SIOCOUTQ`` is 0) or the peer has
+  closed too, at the latest after ``grace_period``.  ``abort()`` drops the
+  buffer and closes at once.  End of input from the peer calls
+  ``eof_received()``; unless that returns true, the connection closes once
+  its output is sent (input has ended: a plain close loses nothing).
+* **Callbacks never see a half-dead transport.**  The socket is unregistered
+  and closed when the connection ends, but ``connection_lost()`` is queued
+  and runs after the callback that ended it returns; exactly once.  A
+  callback that raises aborts its own connection: logged with the
+  traceback, passed to ``connection_lost()``.
+* **Errors belong to one connection.**  A reset, ``EPIPE`` or any other
+  error on a socket closes that connection only.
+
+A transport is small (``__slots__``, no dict): a server holding thousands of
+idle connections pays for the socket object, this object and the protocol.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+from .._events import Events
+from .._validate import int_at_least, seconds
+from ..errors import InvalidArgumentError, PollerClosedError, PollerForkedError
+from ._loop import READ_SIZE
+from ._net import unsent_bytes
+from ._protocols import BufferedProtocol
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    from ._loop import Timer
+    from ._protocols import BaseProtocol
+    from ._server import Server
+
+__all__ = ["NotBytesError", "Transport"]
+
+log = logging.getLogger("pollkit.server")
+
+_READ = int(Events.READ)
+_WRITE = int(Events.WRITE)
+_FAILURE = int(Events.ERROR | Events.HANGUP | Events.INVALID)
+_READ_OR_FAILURE = _READ | _FAILURE
+_WRITE_OR_FAILURE = _WRITE | _FAILURE
+_MSG_NOSIGNAL: int = getattr(socket, "MSG_NOSIGNAL", 0)
+#: Reads of unwanted input per look while closing (16 MiB), so that one peer
+#: flooding the server cannot hold up the loop.
+_DISCARD_READS = 256
+
+# The transport's state.  Writes go straight to send() only in _OPEN.
+_OPEN = 0
+_EOF_WRITTEN = 1  # write_eof() asked for: pending output, then SHUT_WR; no more write()
+_CLOSING = 2  # close() or a shutdown: send what is pending, then half-close and linger
+_LINGER = 3  # half-closed: dropping input until the peer's kernel acknowledged everything
+_CLOSED = 4
+
+# _slow bits: the reason a connection cannot take the loop's inline read path.
+_SLOW_BUFFERED = 1
+_SLOW_CLOSING = 2
+
+#: Errors a peer causes; anything else is logged louder.
+_PEER_ERRNOS = frozenset(
+    {
+        errno.ECONNRESET,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.ECONNABORTED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EHOSTDOWN,
+        errno.ENOTCONN,
+    }
+)
+
+
+class NotBytesError(InvalidArgumentError, TypeError):
+    """``write()`` of something that is not bytes-like (a ``str``, say).
+
+    Also a :class:`TypeError`, as the socket module would raise.
+    """
+
+
+def _as_bytes(data: object) -> memoryview:
+    """``data`` as a flat view of bytes; :class:`NotBytesError` naming its type otherwise."""
+    if isinstance(data, str):
+        raise NotBytesError(
+            f"write() takes bytes-like data, not str ({data[:20]!r}...): encode it first"
+        )
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]  # anything else is refused just below
+    except TypeError:
+        raise NotBytesError(
+            f"write() takes bytes-like data (bytes, bytearray, memoryview), "
+            f"not {type(data).__name__}"
+        ) from None
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+class Transport:
+    """The server's side of one TCP connection, handed to ``connection_made()``.
+
+    Made by the server, never by the application.  Every method is safe
+    inside every protocol callback; call them on the loop's thread (from
+    another thread, go through ``Server.call_soon_threadsafe()``).
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_eof_in",
+        "_events",
+        "_fd",
+        "_high",
+        "_idle",
+        "_last_active",
+        "_low",
+        "_out",
+        "_paused_by_app",
+        "_protocol",
+        "_server",
+        "_slow",
+        "_sock",
+        "_state",
+        "_write_paused",
+    )
+
+    def __init__(
+        self,
+        server: Server,
+        sock: socket.socket,
+        fd: int,
+        protocol: BaseProtocol,
+        now: float,
+    ) -> None:
+        self._server = server
+        self._sock = sock
+        self._fd = fd
+        self._protocol = protocol
+        self._out: bytearray | None = None
+        self._events = _READ  # registered by the server before it makes the transport
+        self._state = _OPEN
+        self._slow = _SLOW_BUFFERED if isinstance(protocol, BufferedProtocol) else 0
+        self._eof_in = False
+        self._paused_by_app = False
+        self._write_paused = False
+        self._high = server._max_buffer
+        self._low = server._low_water
+        self._idle: float | None = server._idle_timeout
+        self._last_active = now
+        self._deadline: Timer | None = None
+
+    # -- writing -----------------------------------------------------------------
+
+    def write(self, data: Buffer) -> None:
+        """Send ``data`` (bytes-like): at once what the kernel takes, the rest later.
+
+        A no-op once the transport is closing.  Past the high-water mark the
+        protocol's ``pause_writing()`` is called (and reading stops).
+
+        Raises:
+            NotBytesError: ``data`` is not bytes-like (a ``str``, say); also
+                a ``TypeError`` and an ``InvalidArgumentError``.
+            RuntimeError: after :meth:`write_eof`.
+        """
+        if self._out is not None or self._state or type(data) is not bytes:
+            self._write_slow(data)
+            return
+        if not data:
+            return
+        try:
+            sent = self._sock.send(data, _MSG_NOSIGNAL)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._last_active = self._server._now
+        if sent != len(data):
+            self._hold(memoryview(data)[sent:])
+
+    def _write_slow(self, data: object) -> None:
+        view: bytes | memoryview = data if type(data) is bytes else _as_bytes(data)
+        state = self._state
+        if state >= _CLOSING:
+            return  # closing: later writes are no-ops, as asyncio's are
+        if state == _EOF_WRITTEN:
+            raise RuntimeError("write() after write_eof(): the sending side is shut down")
+        if not len(view):
+            return
+        out = self._out
+        if out is not None:
+            out += view
+            if len(out) > self._high and not self._write_paused:
+                self._pause_writing()
+            return
+        try:
+            sent = self._sock.send(view, _MSG_NOSIGNAL)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._last_active = self._server._now
+        if sent != len(view):
+            self._hold(memoryview(view)[sent:])
+
+    def writelines(self, list_of_data: Any) -> None:
+        """Write each bytes-like item of the iterable, as one ``write()`` of them joined.
+
+        Raises:
+            NotBytesError: an item is not bytes-like.
+        """
+        items = [item if type(item) is bytes else _as_bytes(item) for item in list_of_data]
+        self.write(b"".join(items))
+
+    def _hold(self, rest: memoryview) -> None:
+        """Keep the part the kernel did not take (copied: the caller may reuse its buffer)."""
+        self._out = bytearray(rest)
+        if len(rest) > self._high and not self._write_paused:
+            self._pause_writing()  # also updates the registration
+        else:
+            self._update_events()
+
+    def _pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_events()  # stop reading: backpressure
+        try:
+            self._protocol.pause_writing()
+        except Exception as exc:  # noqa: BLE001  # aborts this connection only
+            self._callback_failed(exc, "pause_writing")
+
+    def _resume_writing(self) -> None:
+        self._write_paused = False
+        try:
+            self._protocol.resume_writing()
+        except Exception as exc:  # noqa: BLE001  # aborts this connection only
+            self._callback_failed(exc, "resume_writing")
+
+    def _flush(self) -> None:
+        """Send pending output (WRITE was reported); move on when it is all out."""
+        out = self._out
+        assert out is not None
+        try:
+            sent = self._sock.send(out, _MSG_NOSIGNAL)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._last_active = self._server._now
+        del out[:sent]  # O(1): a bytearray moves its start on deletion at the front
+        if out:
+            if self._write_paused and len(out) <= self._low and self._state < _CLOSING:
+                self._resume_writing()
+                self._update_events()
+            return
+        self._out = None
+        if self._write_paused and self._state < _CLOSING:
+            self._resume_writing()  # may write again
+        self._output_sent()
+
+    def _output_sent(self) -> None:
+        """Pending output is all sent (or there was none): do what waited for it."""
+        state = self._state
+        if state == _CLOSED or self._out is not None:
+            if state != _CLOSED:
+                self._update_events()
+            return
+        if state == _CLOSING:
+            if self._eof_in:
+                self._finish(None, "closed after the peer's end of input")
+            else:
+                self._start_linger()
+            return
+        if state == _EOF_WRITTEN:
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # reset meanwhile: the next read reports it
+            if self._eof_in:  # both sides done
+                self._finish(None, "both sides closed")
+                return
+        self._update_events()
+
+    def write_eof(self) -> None:
+        """Half-close: shut down the sending side once pending output is sent.
+
+        Reading goes on.  Later ``write()`` calls raise ``RuntimeError``.
+        """
+        if self._state != _OPEN:
+            return
+        self._state = _EOF_WRITTEN
+        if self._out is None:
+            self._output_sent()
+
+    def can_write_eof(self) -> bool:
+        """True: TCP can half-close."""
+        return True
+
+    # -- closing -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close after sending what is buffered; the peer loses no byte.
+
+        Stops reading, sends pending output, half-closes, lingers while the
+        peer's kernel has not acknowledged everything (reading and dropping
+        what the peer still sends), then closes; at the latest after the
+        server's ``grace_period``.  ``connection_lost(None)`` follows.
+        Idempotent; later ``write()`` calls are no-ops.
+        """
+        if self._state >= _CLOSING:
+            return
+        self._begin_close()
+        if self._state < _CLOSED and self._deadline is None:
+            self._deadline = self._server.call_later(
+                self._server._grace_period, self._deadline_passed
+            )
+
+    def _begin_close(self) -> None:
+        self._state = _CLOSING
+        self._slow |= _SLOW_CLOSING
+        self._output_sent()
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self._state < _CLOSED:
+            if self._out:
+                log.debug("fd %d: grace period over with %d bytes unsent", self._fd, len(self._out))
+            self._discard_input()
+            self._finish(None, "grace period over")
+
+    def abort(self) -> None:
+        """Close at once, dropping buffered output; ``connection_lost(None)`` follows."""
+        if self._state < _CLOSED:
+            self._out = None
+            self._finish(None, "aborted")
+
+    def is_closing(self) -> bool:
+        """True once :meth:`close` or :meth:`abort` was called, or the connection ended."""
+        return self._state >= _CLOSING
+
+    def _start_linger(self) -> None:
+        """Output sent: half-close, then close once no byte of it can be lost."""
+        if self._discard_input():
+            self._finish(None, "closed by the peer")
+            return
+        if not unsent_bytes(self._sock):
+            # All acknowledged, no input unread: close() sends FIN and loses nothing.
+            self._finish(None, "closed")
+            return
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # reset meanwhile: the next read reports it
+        self._state = _LINGER
+        self._update_events()
+        # Nothing signals the peer's acknowledgement: the server looks again
+        # on every event on the socket and on a short tick.
+        self._server._linger(self)
+
+    def _linger_check(self) -> None:
+        if self._discard_input():
+            self._finish(None, "closed by the peer")
+        elif not unsent_bytes(self._sock):
+            self._finish(None, "closed")
+
+    def _discard_input(self) -> bool:
+        """Read and drop what the peer sent, so that close() sends FIN, not RST.
+
+        True if the input ended (EOF, or the connection failed).  At most
+        ``_DISCARD_READS`` reads, so a flooding peer cannot hold up the loop.
+        """
+        sock = self._sock
+        buffer = self._server._scratch
+        for _ in range(_DISCARD_READS):
+            try:
+                if not sock.recv_into(buffer):
+                    return True
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                return True
+        return False
+
+    def _finish(self, exc: Exception | None, reason: str) -> None:
+        """The end: unregister, close the socket, queue ``connection_lost(exc)``."""
+        if self._state == _CLOSED:
+            return
+        self._state = _CLOSED
+        self._slow |= _SLOW_CLOSING
+        self._out = None
+        server = self._server
+        fd = self._fd
+        if server._connections.get(fd) is self:
+            del server._connections[fd]
+        try:
+            if self._events:
+                self._events = 0
+                server._poller.unregister(fd)
+        except (PollerClosedError, PollerForkedError):
+            pass  # the caller closed the poller first: its registrations are gone
+        finally:
+            self._sock.close()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        log.debug("fd %d: %s", fd, reason)
+        server._lost.append((self._protocol.connection_lost, exc))
+        server._connection_closed(self)
+
+    def _fail(self, exc: OSError) -> None:
+        self._server._dropped += 1
+        if exc.errno in _PEER_ERRNOS:
+            self._finish(exc, f"dropped: {exc}")
+        else:
+            log.warning("fd %d: unexpected error, closing the connection: %s", self._fd, exc)
+            self._finish(exc, "unexpected error")
+
+    def _callback_failed(self, exc: Exception, name: str) -> None:
+        log.error(
+            "fd %d: %s.%s() raised; aborting this connection",
+            self._fd,
+            type(self._protocol).__name__,
+            name,
+            exc_info=exc,
+        )
+        if self._state < _CLOSED:
+            self._server._dropped += 1
+            self._out = None
+            self._finish(exc, f"{name}() raised")
+
+    # -- reading ---------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading until :meth:`resume_reading` (independent of backpressure)."""
+        if not self._paused_by_app:
+            self._paused_by_app = True
+            if self._state < _CLOSING:
+                self._update_events()
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`pause_reading` (unless backpressure holds it)."""
+        if self._paused_by_app:
+            self._paused_by_app = False
+            if self._state < _CLOSING:
+                self._update_events()
+
+    def is_reading(self) -> bool:
+        """False after :meth:`pause_reading` (until :meth:`resume_reading`) or once closing.
+
+        Backpressure is not shown here: it pauses the protocol's writing, and
+        ``pause_writing()`` says so.
+        """
+        return not self._paused_by_app and self._state < _CLOSING
+
+    def _ready(self, mask: int) -> None:
+        """Everything but the loop's inline read path."""
+        if self._out is not None and mask & _WRITE_OR_FAILURE:
+            self._flush()
+        if not mask & _READ_OR_FAILURE or not self._events & _READ:
+            return
+        state = self._state
+        if state == _LINGER:
+            self._linger_check()
+            return
+        if state >= _CLOSING:
+            return
+        sock = self._sock
+        protocol = self._protocol
+        if self._slow & _SLOW_BUFFERED:
+            try:
+                buffer = protocol.get_buffer(READ_SIZE)  # type: ignore[attr-defined]  # _SLOW_BUFFERED
+                view = buffer if type(buffer) is bytearray else memoryview(buffer).cast("B")
+                size = min(len(view), READ_SIZE)
+                if not size:
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+            except Exception as exc:  # noqa: BLE001  # aborts this connection only
+                self._callback_failed(exc, "get_buffer")
+                return
+            try:
+                received = sock.recv_into(view, size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._fail(exc)
+                return
+            if not received:
+                self._end_of_input()
+                return
+            self._last_active = self._server._now
+            try:
+                protocol.buffer_updated(received)  # type: ignore[attr-defined]  # _SLOW_BUFFERED
+            except Exception as exc:  # noqa: BLE001  # aborts this connection only
+                self._callback_failed(exc, "buffer_updated")
+            return
+        try:
+            data = sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if not data:
+            self._end_of_input()
+            return
+        self._last_active = self._server._now
+        try:
+            protocol.data_received(data)  # type: ignore[attr-defined]  # not buffered: a Protocol
+        except Exception as exc:  # noqa: BLE001  # aborts this connection only
+            self._callback_failed(exc, "data_received")
+
+    def _end_of_input(self) -> None:
+        self._eof_in = True
+        try:
+            keep_open = self._protocol.eof_received()
+        except Exception as exc:  # noqa: BLE001  # aborts this connection only
+            self._callback_failed(exc, "eof_received")
+            return
+        state = self._state
+        if state == _CLOSED:
+            return
+        if state == _EOF_WRITTEN and self._out is None:
+            self._finish(None, "both sides closed")
+            return
+        if keep_open and state < _CLOSING:
+            self._update_events()  # no more reading; writing goes on
+            return
+        if state < _CLOSING:
+            self._begin_close()  # send what is pending, then close
+        elif state == _LINGER:
+            self._finish(None, "closed by the peer")
+
+    def _update_events(self) -> None:
+        """Register exactly what is wanted now: READ unless held, WRITE while output waits."""
+        state = self._state
+        if state == _CLOSED:
+            return
+        want = 0
+        if state == _LINGER or (
+            state < _CLOSING
+            and not self._eof_in
+            and not self._paused_by_app
+            and not self._write_paused
+        ):
+            want = _READ
+        if self._out is not None:
+            want |= _WRITE
+        current = self._events
+        if want == current:
+            return
+        poller = self._server._poller
+        if not current:
+            poller.register(self._fd, want)
+        elif not want:
+            poller.unregister(self._fd)
+        else:
+            poller.modify(self._fd, want)
+        self._events = want
+
+    # -- limits, timeouts, information ---------------------------------------------
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        out = self._out
+        return 0 if out is None else len(out)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """``(low, high)``: the water marks, in bytes."""
+        return (self._low, self._high)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set the water marks: ``high`` (default: the server's ``max_buffer``, or
+        4 x ``low``) and ``low`` (default: ``high // 4``).
+
+        Raises:
+            InvalidArgumentError: a negative mark, or ``low > high``.
+        """
+        if high is None:
+            high = self._server._max_buffer if low is None else 4 * int_at_least("low", low, 0)
+        high = int_at_least("high", high, 0)
+        low = high // 4 if low is None else int_at_least("low", low, 0)
+        if low > high:
+            raise InvalidArgumentError(f"low = {low} is above high = {high}")
+        self._high, self._low = high, low
+        if self._state >= _CLOSING:
+            return
+        size = self.get_write_buffer_size()
+        if not self._write_paused and size > high:
+            self._pause_writing()
+        elif self._write_paused and size <= low:
+            self._resume_writing()
+            self._update_events()
+
+    def set_idle_timeout(self, timeout: float | None) -> None:
+        """Close this connection after ``timeout`` seconds without progress either way.
+
+        Counted from now; ``None`` never closes it for idleness.  Overrides
+        the server's ``idle_timeout`` for this connection.
+
+        Raises:
+            InvalidArgumentError: ``timeout`` is not a finite number of
+                seconds ``> 0`` (or ``None``).
+        """
+        if timeout is not None:
+            timeout = seconds("timeout", timeout, allow_zero=False)
+        self._idle = timeout
+        if timeout is not None and self._state < _CLOSED:
+            self._server._watch_idle(self, timeout)
+
+    def get_idle_timeout(self) -> float | None:
+        """The idle timeout in force for this connection (``None``: none)."""
+        return self._idle
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``"peername"``, ``"sockname"`` (addresses) or ``"socket"``; else ``default``.
+
+        Keep the socket's use to reading options: reading, writing or
+        closing it behind the transport's back breaks the transport.
+        """
+        sock = self._sock
+        try:
+            if name == "peername":
+                return sock.getpeername()
+            if name == "sockname":
+                return sock.getsockname()
+        except OSError:
+            return default
+        if name == "socket":
+            return sock
+        return default
+
+    def get_protocol(self) -> BaseProtocol:
+        """The protocol this transport calls."""
+        return self._protocol
+
+    def __repr__(self) -> str:
+        names = {_OPEN: "open", _EOF_WRITTEN: "eof written", _CLOSING: "closing"}
+        state = names.get(self._state, "lingering" if self._state == _LINGER else "closed")
+        return f"<Transport fd={self._fd} {state} pending={self.get_write_buffer_size()}>"
