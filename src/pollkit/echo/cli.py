@@ -13,7 +13,9 @@ before forking: a bound UDP socket would take its share of the datagrams.)
 The parent talks to each worker through a pipe: it writes ``g`` for a
 graceful stop and ``a`` to abort; when the parent dies, however it dies, the
 pipe reaches end of file and the worker stops gracefully, so no worker
-outlives it by more than the grace period.
+outlives it by more than the grace period.  In the worker the pipe is one
+more reader on its server's loop, not a thread (``pollkit/server/_workers.py``
+holds the supervisor and the worker's side).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import math
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -35,6 +36,7 @@ from .._base import Poller
 from .._events import Events
 from ..cli import backend_argument
 from ..errors import FdOutOfRangeError
+from ..server._workers import READY, SUPERVISOR_SIGNALS, Supervisor, watch_parent
 from ._client import DEFAULT_TIMEOUT, EchoClient
 from ._net import DEFAULT_HOST, DEFAULT_PORT, bind_socket, format_address
 from ._server import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_BUFFER, DEFAULT_MAX_CLIENTS, EchoServer
@@ -46,11 +48,6 @@ log = logging.getLogger("pollkit.echo")
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# What the --workers parent waits for with sigwaitinfo(), blocked meanwhile.
-_SUPERVISOR_SIGNALS = frozenset({*_STOP_SIGNALS, signal.SIGCHLD})
-_GRACEFUL = b"g"
-_ABORT = b"a"
-_READY = b"r"
 
 
 # -- argument types: each error becomes one line through ArgumentParser.error() --
@@ -243,15 +240,6 @@ def _signals_to(handler: Callable[[int, FrameType | None], None]) -> Iterator[No
             signal.signal(signum, old)
 
 
-@contextmanager
-def _blocked(signals: frozenset[signal.Signals]) -> Iterator[None]:
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _make_server(args: argparse.Namespace, poller: Poller, *, reuse_port: bool) -> EchoServer:
     return EchoServer(
         poller,
@@ -314,106 +302,24 @@ def _run_workers(args: argparse.Namespace) -> int:
             # nobody would read them.  (A TCP socket that never listens gets
             # no connections, and keeps the port reserved.)
             placeholder.close()
-        return _Supervisor(args).run(f"{format_address(address)} with the {driver} driver")
 
+        def on_ready() -> None:
+            log.info(
+                "%d workers serving echo over %s on %s with the %s driver",
+                args.workers,
+                "udp" if args.udp else "tcp",
+                format_address(address),
+                driver,
+            )
 
-class _Supervisor:
-    """The parent of ``--workers``: forks them, forwards stop requests, reaps them."""
+        def body(index: int, control_read: int, ready_write: int) -> None:
+            _worker_process(args, index, control_read, ready_write)
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.controls: dict[int, int] = {}  # worker pid -> the write end of its control pipe
-        self.signals: list[int] = []
-        self.failed = False
-
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.signals.append(signum)
-        self.tell_all()
-
-    def tell_all(self) -> None:
-        """Tell every worker what the signals so far ask for: stop, or abort."""
-        message = _GRACEFUL if len(self.signals) <= 1 else _ABORT
-        for control in self.controls.values():
-            try:
-                os.write(control, message)
-            except OSError:
-                pass  # that worker is gone already
-
-    def run(self, where: str) -> int:
-        args = self.args
-        ready_read, ready_write = os.pipe()
-        # The signals stay blocked while the parent works and are taken with
-        # sigwaitinfo() in _reap(): a handler could miss the moment (a signal
-        # landing just before a blocking waitpid() waits for a child to exit).
-        # Its handler still takes what is pending when they are unblocked.
-        with _signals_to(self.on_signal), _blocked(_SUPERVISOR_SIGNALS):
-            try:
-                for index in range(args.workers):
-                    self._fork(index, ready_read, ready_write)
-            finally:
-                os.close(ready_write)
-                ready = _count_ready(ready_read)
-            if ready < args.workers:
-                self.failed = True
-                self.signals.append(signal.SIGTERM)
-            if self.signals:  # asked to stop while forking, or a worker failed to start
-                self.tell_all()
-            else:
-                log.info(
-                    "%d workers serving echo over %s on %s",
-                    args.workers,
-                    "udp" if args.udp else "tcp",
-                    where,
-                )
-            self._reap()
-        if ready < args.workers:
-            return _fail("echo", f"only {ready} of {args.workers} workers started")
-        if len(self.signals) > 1:
-            return 128 + self.signals[-1]
-        return 1 if self.failed else 0
-
-    def _fork(self, index: int, ready_read: int, ready_write: int) -> None:
-        control_read, control_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover  # the child; the tests see its effects
-            os.close(ready_read)
-            os.close(control_write)
-            for inherited in self.controls.values():
-                os.close(inherited)  # a sibling's pipe: the parent alone may hold it open
-            _worker_process(self.args, index, control_read, ready_write)
-        os.close(control_read)
-        self.controls[pid] = control_write
-
-    def _reap(self) -> None:
-        while self.controls:
-            pid, wait_status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:  # none has exited: wait for a stop signal or SIGCHLD
-                signum = signal.sigwaitinfo(_SUPERVISOR_SIGNALS).si_signo
-                if signum != signal.SIGCHLD:
-                    self.on_signal(signum, None)
-                continue
-            control = self.controls.pop(pid, None)
-            if control is None:
-                continue
-            os.close(control)
-            code = os.waitstatus_to_exitcode(wait_status)
-            if code != 0 and not self.signals and not self.failed:
-                log.error("worker %d exited with status %d; stopping the others", pid, code)
-                self.failed = True
-                self.tell_all()
-
-
-def _count_ready(ready_read: int) -> int:
-    """Read the workers' ready bytes until every worker has written or died."""
-    count = 0
-    try:
-        while True:
-            data = os.read(ready_read, 64)
-            if not data:
-                return count
-            count += data.count(_READY)
-    finally:
-        os.close(ready_read)
+        supervisor = Supervisor(args.workers, body, on_ready)
+        status = supervisor.run()
+        if supervisor.ready < args.workers:
+            return _fail("echo", f"only {supervisor.ready} of {args.workers} workers started")
+        return status
 
 
 def _worker_process(
@@ -424,19 +330,14 @@ def _worker_process(
     try:
         for signum in _STOP_SIGNALS:
             signal.signal(signum, stopper.handle)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)  # blocked by the parent
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)  # blocked by the parent
         with open_poller(args.backend) as poller:
             server = _make_server(args, poller, reuse_port=True)
             stopper.attach(server)
-            os.write(ready_write, _READY)
+            # The parent's control pipe is one more reader on the server's loop.
+            watch_parent(server.server, control_read)
+            os.write(ready_write, READY)
             os.close(ready_write)
-            watcher = threading.Thread(
-                target=_watch_parent,
-                args=(control_read, server),
-                name=f"pollkit-worker-{index}-parent",
-                daemon=True,
-            )
-            watcher.start()
             server.serve_forever()
         status = 0
     except BaseException as exc:  # noqa: BLE001  # a child must never return into the parent's code
@@ -445,19 +346,6 @@ def _worker_process(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
-
-
-def _watch_parent(control_read: int, server: EchoServer) -> None:  # pragma: no cover  # child
-    while True:
-        try:
-            message = os.read(control_read, 1)
-        except OSError:
-            message = b""
-        if message == _ABORT:
-            os._exit(128 + signal.SIGTERM)
-        server.shutdown()
-        if not message:
-            return  # the parent is gone: its end of the pipe closed with it
 
 
 # -- client ---------------------------------------------------------------------
