@@ -15,22 +15,44 @@ any suite can use it without configuration:
   with the reason.
 * ``@pytest.mark.pollkit_backends("epoll", "poll")``: pin a test to some
   drivers.
+* ``@pytest.mark.pollkit_exact``: skip the test under a ``chaos:`` backend,
+  for tests that assert one ``poll()`` call's exact result (an optional
+  argument gives the reason).
+* ``--pollkit-chaos-seed N``: replay the ``chaos:`` faults of an earlier run.
+  Every test runs with ``POLLKIT_CHAOS_SEED`` set to a seed derived from the
+  session's seed and the test's id, so one test rerun alone replays what it
+  saw in the whole run; the session's seed is in the header and in the
+  report of every failed test that used a chaos poller.
+* Under ``debug:``, a test that leaves fds registered on a poller from
+  ``poller``/``poller_factory`` fails at teardown, naming them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import random
+from collections.abc import Callable, Generator, Iterator, Mapping
 
+import pluggy
 import pytest
 
+from . import _chaos
 from ._backends import DRIVERS, ENV_VAR, PREFIXES, backend_status, open_poller, parse_backend
 from ._base import Poller
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, InvalidArgumentError
 
 __all__ = ["poller", "poller_backend", "poller_factory"]
 
 _MARKER = "pollkit_backends"
+_EXACT_MARKER = "pollkit_exact"
+_EXACT_REASON = "asserts one poll() call's exact result, which chaos: varies on purpose"
+_SEED_OPTION = "--pollkit-chaos-seed"
+
+_session_seed_key = pytest.StashKey[int]()
+_chaos_session_key = pytest.StashKey[bool]()
+_test_seed_key = pytest.StashKey[int]()
+_opened_before_key = pytest.StashKey[int]()
+_seed_reported_key = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,6 +65,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"optionally prefixed by {' or '.join(p + ':' for p in PREFIXES)}); "
         f"default: ${ENV_VAR}, else every driver",
     )
+    group.addoption(
+        _SEED_OPTION,
+        metavar="N",
+        default=None,
+        help=f"seed for the chaos: faults (a whole number), to replay a run; default: "
+        f"${_chaos.SEED_ENV}, else drawn at random; each test runs with "
+        f"${_chaos.SEED_ENV} derived from it and the test's id",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,11 +80,105 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{_MARKER}(*names): run this test only on the named pollkit drivers",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{_EXACT_MARKER}(reason=None): skip this test under a chaos: pollkit backend "
+        "(it asserts one poll() call's exact result)",
+    )
     option = config.getoption("--pollkit-backend")
     if option:
         # A bad name is a usage error before collection, not one collection
         # error per module (nor silence when no test uses the fixtures).
         _parse_names(option, "--pollkit-backend")
+    config.stash[_session_seed_key] = _session_seed(config)
+    rates = os.environ.get(_chaos.RATES_ENV, "")
+    try:
+        _chaos.parse_rates(rates)
+    except InvalidArgumentError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    try:
+        chaos = any("chaos" in parse_backend(spec).prefixes for spec in selected_backends(config))
+    except pytest.UsageError:
+        chaos = False  # a bad $POLLKIT_BACKEND is reported where the fixtures use it
+    config.stash[_chaos_session_key] = chaos
+
+
+def _session_seed(config: pytest.Config) -> int:
+    """``--pollkit-chaos-seed``, else ``$POLLKIT_CHAOS_SEED``, else a random one."""
+    option: str | None = config.getoption(_SEED_OPTION)
+    env = os.environ.get(_chaos.SEED_ENV, "").strip()
+    try:
+        if option is not None:
+            return _chaos.parse_seed(option, _SEED_OPTION)
+        if env:
+            return _chaos.parse_seed(env)
+    except InvalidArgumentError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return random.SystemRandom().randrange(2**32)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = config.stash[_session_seed_key]
+    return f"pollkit chaos seed: {seed} (replay with {_SEED_OPTION} {seed})"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, None]:
+    """Run each test with its own ``POLLKIT_CHAOS_SEED``, derived from the session's seed."""
+    seed = _chaos.derive_seed(item.config.stash[_session_seed_key], item.nodeid)
+    item.stash[_test_seed_key] = seed
+    item.stash[_opened_before_key] = _chaos.opened_total
+    previous = os.environ.get(_chaos.SEED_ENV)
+    os.environ[_chaos.SEED_ENV] = str(seed)
+    _chaos.restart_streams()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_chaos.SEED_ENV, None)
+        else:
+            os.environ[_chaos.SEED_ENV] = previous
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
+    """Add the chaos seed to the report of a failed test that used (or may have used) chaos."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and not item.stash.get(_seed_reported_key, False):
+        used = _chaos.opened_total > item.stash.get(_opened_before_key, _chaos.opened_total)
+        if used or item.config.stash.get(_chaos_session_key, False):
+            item.stash[_seed_reported_key] = True
+            seed = item.config.stash[_session_seed_key]
+            report.sections.append(
+                (
+                    "pollkit chaos seed",
+                    f"pollkit chaos seed: {seed}; replay with {_SEED_OPTION} {seed} "
+                    f"(this test ran with {_chaos.SEED_ENV}={item.stash[_test_seed_key]})",
+                )
+            )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``@pollkit_exact`` tests that run under a ``chaos:`` backend."""
+    session_chaos = config.stash.get(_chaos_session_key, False)
+    for item in items:
+        marker = item.get_closest_marker(_EXACT_MARKER)
+        if marker is None:
+            continue
+        spec = getattr(item, "callspec", None)
+        backend = spec.params.get("poller_backend") if spec is not None else None
+        if isinstance(backend, str):
+            chaos = "chaos" in parse_backend(backend).prefixes
+        else:
+            chaos = session_chaos
+        if chaos:
+            reason = marker.args[0] if marker.args else marker.kwargs.get("reason", _EXACT_REASON)
+            item.add_marker(pytest.mark.skip(reason=f"under chaos: {reason}"))
 
 
 def _parse_names(value: str, source: str) -> list[str]:
@@ -135,7 +259,11 @@ def poller_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def poller_factory(poller_backend: str) -> Iterator[Callable[[], Poller]]:
-    """Open more pollers of this run's driver; all are closed after the test."""
+    """Open more pollers of this run's driver; all are closed after the test.
+
+    Under ``debug:``, a poller that still has fds registered when the test
+    ends fails the test (at teardown), naming them.
+    """
     opened: list[Poller] = []
 
     def factory() -> Poller:
@@ -144,8 +272,47 @@ def poller_factory(poller_backend: str) -> Iterator[Callable[[], Poller]]:
         return poller
 
     yield factory
+    problems: list[str] = []
     for poller in opened:
+        if not poller.closed:
+            left = _open_registrations(poller)
+            if left:
+                problems.append(f"{poller.name} poller: {left}")
         poller.close()
+    if problems:
+        pytest.fail(
+            "the test left fds registered (unregister each fd before the test ends): "
+            + "; ".join(problems),
+            pytrace=False,
+        )
+
+
+def _open_registrations(poller: Poller) -> str | None:
+    """What a ``debug:`` poller still watches, in words; ``None`` for other pollers.
+
+    Uses ``open_registrations()`` of a debug wrapper anywhere in the chain
+    (``chaos:debug:epoll``), else ``len()`` of a poller whose spec has the
+    ``debug:`` prefix.
+    """
+    layer: object = poller
+    for _ in range(len(PREFIXES) + 1):
+        lister = getattr(layer, "open_registrations", None)
+        if callable(lister):
+            listed = lister()
+            if isinstance(listed, Mapping):
+                listed = [f"fd {fd} ({where})" for fd, where in listed.items()]
+            shown = [str(entry) for entry in listed]
+            return ", ".join(shown) if shown else None
+        layer = getattr(layer, "inner", None)
+        if layer is None:
+            break
+    try:
+        prefixes = parse_backend(poller.name).prefixes
+    except BackendUnavailableError:
+        return None
+    if "debug" in prefixes and len(poller):
+        return f"{len(poller)} fd(s) still registered"
+    return None
 
 
 @pytest.fixture
