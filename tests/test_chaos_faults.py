@@ -229,7 +229,12 @@ def test_register_then_wakeup_works_under_hold(poller_backend: str, socketpair: 
         with ChaosPoller(
             open_poller(plain_spec(poller_backend)), seed=seed, rates=only("hold")
         ) as chaos:
-            thread = threading.Thread(target=lambda: (chaos.register(sock, READ), chaos.wakeup()))
+
+            def register_then_wake(poller: Poller = chaos) -> None:
+                poller.register(sock, READ)
+                poller.wakeup()
+
+            thread = threading.Thread(target=register_then_wake)
             thread.start()
             seen: list[int] = []
             deadline = time.monotonic() + 5.0
