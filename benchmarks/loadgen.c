@@ -1,12 +1,12 @@
 /*
  * pollkit's load generator in C, for when a Python one would be the bottleneck.
  *
- * The same closed loop as pollkit/bench/loadgen.py's "pingpong" mode, with the
- * same JSON output: N connections, each sending one SIZE-byte message and
- * reading every byte of its echo before sending the next.  The server's CPU
- * time is read from /proc at the edges of the measured window.  Built on first
- * use by pollkit.bench.echo with the system C compiler; the Python generator
- * is used where there is none.
+ * The same closed loop as the load generator of pollkit/bench/echo.py, with the
+ * same arguments and JSON output: N connections, each sending one SIZE-byte
+ * message and reading every byte of its echo before sending the next.  The
+ * server's CPU time is read from /proc at the edges of the measured window.
+ * Built on first use by benchmarks/run_all.py with the system C compiler; the
+ * Python generator is used where there is none.
  *
  * usage: loadgen HOST PORT CONNECTIONS SIZE WARMUP DURATION PIDS CPU
  *   PIDS: comma-separated server pids whose CPU time is summed ("-": none)
