@@ -1,0 +1,696 @@
+"""A Redis-protocol (RESP2) server on :mod:`pollkit.server`: the layer is not echo-specific.
+
+Run it as::
+
+    python examples/resp_server.py --host 127.0.0.1 --port 6379 --backend poll
+
+and talk to it with ``redis-cli`` or ``redis-benchmark -t ping,set,get``.  It
+prints ``listening on HOST:PORT`` once it accepts connections (``--port 0``
+picks a free port and prints it), and stops gracefully on SIGINT or SIGTERM
+(a second signal stops it at once), exiting 0.
+
+Commands (names in any case): ``PING [message]``, ``ECHO message``,
+``SET key value``, ``GET key``, ``DEL key [key ...]``, ``EXISTS key [key
+...]``, ``INCR key``, ``CONFIG GET parameter [...]`` and ``COMMAND [...]``
+(both an empty array: ``redis-cli`` and ``redis-benchmark`` ask them at the
+start and cope), ``QUIT``.  Every key lives in one dict shared by all
+connections.  Replies and error texts are Redis 7's.
+
+Requests come in both of Redis's forms -- arrays of bulk strings (what
+clients send) and inline lines (what a person types into ``nc``) -- and may
+be pipelined: every complete request in what arrived is answered, in order,
+with one ``write()``.  :class:`RequestParser` parses incrementally, keeping an
+offset into its buffer and its place inside a request that is not complete
+yet, so a large request arriving in many reads is never parsed again from
+its start.
+
+Defences, besides the layer's own (``--max-clients``, ``--idle-timeout``,
+output backpressure, the graceful drain):
+
+* malformed input gets ``-ERR Protocol error: ...`` and the connection is
+  closed, as Redis does (after the reply and anything before it are sent);
+* one request is bounded by ``--max-request`` bytes (default 1 MiB): a
+  longer one -- by its declared bulk length or element count, or by the
+  bytes buffered for it -- gets ``-ERR Protocol error: ...`` naming the limit
+  and the connection is closed; other connections never notice;
+* while the layer holds this connection's output above its high-water mark
+  (``pause_writing()``), no more requests are executed, so a client that
+  pipelines reads of large values without reading replies cannot make the
+  server build replies without bound; they run again at
+  ``resume_writing()``.
+
+Where it is stricter than Redis: a bulk string must be followed by CRLF
+(Redis skips two bytes unchecked), and the bound above replaces Redis's
+separate ones (64 KiB inline lines, 512 MiB bulk strings).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+
+from pollkit import open_poller
+from pollkit._validate import port_arg, positive_int_arg, seconds_arg
+from pollkit.cli import ArgumentParser, backend_argument
+from pollkit.errors import PollkitError
+from pollkit.server import DEFAULT_MAX_CLIENTS, Protocol, Server, Transport
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST",
+    "ProtocolError",
+    "RequestParser",
+    "RequestTooLargeError",
+    "RespProtocol",
+    "execute",
+    "main",
+    "parse_requests",
+]
+
+#: Bytes one request may take, by default: its declared sizes and its bytes on the wire.
+DEFAULT_MAX_REQUEST = 1024 * 1024
+
+#: The smallest encoding of one array element, ``$0\r\n\r\n``: an array whose
+#: header declares more elements than ``max_request // 6`` cannot fit.
+_MIN_ELEMENT = 6
+
+#: Reply bytes collected before they are written: one ``write()`` per batch
+#: of pipelined requests, without building an unbounded reply first.
+_WRITE_BATCH = 64 * 1024
+
+_CRLF = b"\r\n"
+_STAR = 0x2A  # b"*"
+_DOLLAR = 0x24  # b"$"
+_CR = 0x0D
+_LF = 0x0A
+_ZERO = 0x30  # b"0"
+_MINUS = 0x2D  # b"-"
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+#: A signed 64-bit integer has at most 19 digits and a sign.
+_INT64_DIGITS = 20
+
+
+class ProtocolError(Exception):
+    """The input is not RESP; the text is what follows ``-ERR Protocol error:``."""
+
+
+class RequestTooLargeError(ProtocolError):
+    """One request passes ``max_request`` bytes."""
+
+
+# -- parsing ------------------------------------------------------------------------
+
+
+def _strict_int(text: bytes | bytearray) -> int | None:
+    """``text`` as Redis's ``string2ll`` reads it: no sign but ``-``, no blanks, no leading 0."""
+    if len(text) > _INT64_DIGITS:
+        return None  # also keeps int() away from very long digit strings
+    if text.isdigit():
+        if text[0] == _ZERO and len(text) > 1:
+            return None
+        value = int(text)
+    elif len(text) > 1 and text[0] == _MINUS and text[1] != _ZERO and text[1:].isdigit():
+        value = -int(text[1:])
+    else:
+        return None
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        return None
+    return value
+
+
+#: Inline lines without these split as ``bytes.split()`` does; with them they
+#: take the quote-aware path (``\v`` and ``\f`` separate words only between them).
+_INLINE_SPECIAL = re.compile(rb"[\"'\x00\x0b\x0c]")
+_INLINE_BLANKS = b" \n\r\t\x0b\x0c"
+_ESCAPES = {ord("n"): 0x0A, ord("r"): 0x0D, ord("t"): 0x09, ord("b"): 0x08, ord("a"): 0x07}
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """An inline request's words, as Redis's ``sdssplitargs()`` splits them.
+
+    Words are separated by blanks; ``"..."`` quotes with C escapes (``\\n``,
+    ``\\x41``...) and ``'...'`` quotes with ``\\'`` make one word each.  A
+    closing quote must end the word.
+
+    Raises:
+        ProtocolError: unbalanced quotes.
+    """
+    if _INLINE_SPECIAL.search(line) is None:
+        return line.split()
+    words: list[bytes] = []
+    size = len(line)
+    i = 0
+    while True:
+        while i < size and line[i] in _INLINE_BLANKS:
+            i += 1
+        if i >= size:
+            return words
+        word = bytearray()
+        quote = 0  # the open quote character, or 0
+        while True:
+            if quote == 0x22:  # inside "..."
+                if i >= size:
+                    raise ProtocolError("unbalanced quotes in request")
+                char = line[i]
+                if (
+                    char == 0x5C
+                    and i + 3 < size
+                    and line[i + 1] == ord("x")
+                    and line[i + 2] in _HEX
+                    and line[i + 3] in _HEX
+                ):
+                    word.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif char == 0x5C and i + 1 < size:
+                    i += 1
+                    word.append(_ESCAPES.get(line[i], line[i]))
+                elif char == 0x22:
+                    if i + 1 < size and line[i + 1] not in _INLINE_BLANKS:
+                        raise ProtocolError("unbalanced quotes in request")
+                    i += 1
+                    break
+                else:
+                    word.append(char)
+            elif quote == 0x27:  # inside '...'
+                if i >= size:
+                    raise ProtocolError("unbalanced quotes in request")
+                char = line[i]
+                if char == 0x5C and i + 1 < size and line[i + 1] == 0x27:
+                    i += 1
+                    word.append(0x27)
+                elif char == 0x27:
+                    if i + 1 < size and line[i + 1] not in _INLINE_BLANKS:
+                        raise ProtocolError("unbalanced quotes in request")
+                    i += 1
+                    break
+                else:
+                    word.append(char)
+            else:
+                if i >= size:
+                    break
+                char = line[i]
+                if char in b" \n\r\t\x00":
+                    i += 1
+                    break
+                if char in (0x22, 0x27):
+                    quote = char
+                else:
+                    word.append(char)
+            i += 1
+        words.append(bytes(word))
+
+
+class RequestParser:
+    """Incremental RESP parsing: :meth:`feed` it bytes, take requests from :meth:`next_request`.
+
+    The parser keeps what arrived in one buffer and an offset into it; the
+    bytes before the offset are dropped only when the next bytes arrive.  A
+    request still incomplete keeps its place (the elements parsed, the bulk
+    length awaited), so each byte is looked at once however the stream is
+    split.  After a :class:`ProtocolError` the parser is unusable: the
+    connection must close.
+    """
+
+    __slots__ = (
+        "_args",
+        "_buffer",
+        "_bulk",
+        "_consumed",
+        "_missing",
+        "_pos",
+        "_scan",
+        "max_request",
+    )
+
+    def __init__(self, max_request: int = DEFAULT_MAX_REQUEST) -> None:
+        self.max_request = max_request
+        # Either the bytes of the last read, parsed in place while nothing is
+        # left over (no copy), or a bytearray holding a tail plus new reads.
+        self._buffer: bytes | bytearray = b""
+        self._pos = 0  # where parsing goes on in _buffer
+        self._scan = 0  # where the search for the next line end goes on
+        self._args: list[bytes] | None = None  # elements of an unfinished array
+        self._missing = 0  # elements it still lacks
+        self._bulk = -1  # the awaited bulk string's length, or -1 before its header
+        self._consumed = 0  # bytes of the unfinished request before _pos
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes that arrived."""
+        buffer = self._buffer
+        pos = self._pos
+        if pos >= len(buffer):
+            self._buffer = data  # nothing left over: parse the read where it is
+            self._scan -= pos
+            self._pos = 0
+        elif type(buffer) is bytearray:
+            if pos:
+                del buffer[:pos]  # O(1): a bytearray moves its start
+                self._scan -= pos
+                self._pos = 0
+            buffer += data
+        else:
+            tail = bytearray(memoryview(buffer)[pos:])
+            tail += data
+            self._buffer = tail
+            self._scan -= pos
+            self._pos = 0
+
+    def buffered(self) -> int:
+        """Bytes fed and not yet returned as part of a request."""
+        return self._consumed + len(self._buffer) - self._pos
+
+    def _incomplete(self, pos: int) -> None:
+        """Wait for more bytes; but refuse a request that has outgrown the bound."""
+        self._pos = pos
+        if self._consumed + len(self._buffer) - pos > self.max_request:
+            raise self._too_large()
+
+    def _too_large(self) -> RequestTooLargeError:
+        return RequestTooLargeError(f"request larger than max-request ({self.max_request} bytes)")
+
+    def next_request(self) -> list[bytes] | None:
+        """The next complete request's words (command first), or None until more bytes come.
+
+        Empty requests (a blank inline line, ``*0``, ``*-1``) are skipped, as
+        Redis skips them.
+
+        Raises:
+            ProtocolError: malformed input (the message is Redis's wording).
+            RequestTooLargeError: the request passes ``max_request`` bytes.
+        """
+        buffer = self._buffer
+        size = len(buffer)
+        pos = self._pos
+        args = self._args
+        # A failed search for a line end remembers where it stopped (_scan),
+        # so that the next one, with more bytes, does not look again at the
+        # bytes before: a line is searched once however it is split.  A
+        # successful one moves pos past _scan, which then no longer matters.
+        while True:
+            if args is None:
+                if pos >= size:
+                    self._pos = pos
+                    return None
+                if buffer[pos] != _STAR:
+                    # An inline request: one line, LF or CRLF ended.
+                    line_end = buffer.find(b"\n", max(pos, self._scan))
+                    if line_end < 0:
+                        self._scan = size
+                        self._incomplete(pos)
+                        return None
+                    if line_end + 1 - pos > self.max_request:
+                        raise self._too_large()
+                    stop = (
+                        line_end - 1 if line_end > pos and buffer[line_end - 1] == _CR else line_end
+                    )
+                    words = split_inline(bytes(buffer[pos:stop]))
+                    pos = line_end + 1
+                    if words:
+                        self._pos = pos
+                        return words
+                    continue
+                line_end = buffer.find(_CRLF, max(pos, self._scan))
+                if line_end < 0:
+                    self._scan = size - 1  # a CR at the end may meet its LF later
+                    self._incomplete(pos)
+                    return None
+                count = _strict_int(buffer[pos + 1 : line_end])
+                if count is None:
+                    raise ProtocolError("invalid multibulk length")
+                header = line_end + 2 - pos
+                pos = line_end + 2
+                if count <= 0:
+                    continue
+                if header + _MIN_ELEMENT * count > self.max_request:
+                    raise self._too_large()
+                args = self._args = []
+                self._missing = count
+                self._bulk = -1
+                self._consumed = header
+            # Inside an array: bulk strings, each a header and its bytes.
+            missing = self._missing
+            bulk = self._bulk
+            consumed = self._consumed
+            while missing:
+                if bulk < 0:
+                    if pos >= size:
+                        break
+                    if buffer[pos] != _DOLLAR:
+                        raise ProtocolError(f"expected '$', got '{chr(buffer[pos])}'")
+                    line_end = buffer.find(_CRLF, max(pos, self._scan))
+                    if line_end < 0:
+                        self._scan = size - 1
+                        break
+                    length = _strict_int(buffer[pos + 1 : line_end])
+                    if length is None or length < 0:
+                        raise ProtocolError("invalid bulk length")
+                    consumed += line_end + 2 - pos
+                    pos = line_end + 2
+                    if consumed + length + 2 > self.max_request:
+                        raise self._too_large()
+                    bulk = length
+                stop = pos + bulk
+                if stop + 2 > size:
+                    break
+                if buffer[stop] != _CR or buffer[stop + 1] != _LF:
+                    raise ProtocolError("expected CRLF after a bulk string")
+                args.append(bytes(buffer[pos:stop]))
+                consumed += bulk + 2
+                pos = stop + 2
+                bulk = -1
+                missing -= 1
+            if missing:
+                self._missing = missing
+                self._bulk = bulk
+                self._consumed = consumed
+                self._incomplete(pos)
+                return None
+            self._args = None
+            self._consumed = 0
+            self._pos = pos
+            return args
+
+
+def parse_requests(data: bytes, max_request: int = DEFAULT_MAX_REQUEST) -> list[list[bytes]]:
+    """Every complete request in ``data`` (an incomplete tail is ignored)."""
+    parser = RequestParser(max_request)
+    parser.feed(data)
+    requests = []
+    while (request := parser.next_request()) is not None:
+        requests.append(request)
+    return requests
+
+
+# -- commands -------------------------------------------------------------------------
+
+Store = dict[bytes, bytes]
+
+_OK = b"+OK\r\n"
+_PONG = b"+PONG\r\n"
+_NULL = b"$-1\r\n"
+_EMPTY_ARRAY = b"*0\r\n"
+
+
+def _error(text: bytes) -> bytes:
+    # A reply line must not hold CR or LF: Redis blanks them.
+    return b"-ERR " + text.replace(b"\r", b" ").replace(b"\n", b" ") + _CRLF
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def _integer(value: int) -> bytes:
+    return b":%d\r\n" % value
+
+
+def _arity(name: bytes) -> bytes:
+    return _error(b"wrong number of arguments for '%b' command" % name)
+
+
+def _unknown_command(args: list[bytes]) -> bytes:
+    """Redis's text: the name, then the arguments quoted, up to about 128 bytes of them."""
+    shown = b""
+    for arg in args[1:]:
+        if len(shown) >= 128:
+            break
+        shown += b"'%b' " % arg[: 128 - len(shown)]
+    return _error(b"unknown command '%b', with args beginning with: %b" % (args[0][:128], shown))
+
+
+def _ping(store: Store, args: list[bytes]) -> bytes:
+    if len(args) == 1:
+        return _PONG
+    if len(args) == 2:
+        return _bulk(args[1])
+    return _arity(b"ping")
+
+
+def _echo(store: Store, args: list[bytes]) -> bytes:
+    return _bulk(args[1]) if len(args) == 2 else _arity(b"echo")
+
+
+def _set(store: Store, args: list[bytes]) -> bytes:
+    if len(args) == 3:
+        store[args[1]] = args[2]
+        return _OK
+    # Redis's SET takes options (EX, NX...) after the value; this one takes none.
+    return _arity(b"set") if len(args) < 3 else _error(b"syntax error")
+
+
+def _get(store: Store, args: list[bytes]) -> bytes:
+    if len(args) != 2:
+        return _arity(b"get")
+    value = store.get(args[1])
+    return _NULL if value is None else _bulk(value)
+
+
+def _del(store: Store, args: list[bytes]) -> bytes:
+    if len(args) < 2:
+        return _arity(b"del")
+    deleted = 0
+    for key in args[1:]:
+        if store.pop(key, None) is not None:
+            deleted += 1
+    return _integer(deleted)
+
+
+def _exists(store: Store, args: list[bytes]) -> bytes:
+    if len(args) < 2:
+        return _arity(b"exists")
+    return _integer(sum(key in store for key in args[1:]))  # a key named twice counts twice
+
+
+def _incr(store: Store, args: list[bytes]) -> bytes:
+    if len(args) != 2:
+        return _arity(b"incr")
+    key = args[1]
+    old = store.get(key)
+    value = 0 if old is None else _strict_int(old)
+    if value is None:
+        return _error(b"value is not an integer or out of range")
+    if value == _INT64_MAX:
+        return _error(b"increment or decrement would overflow")
+    value += 1
+    store[key] = b"%d" % value
+    return _integer(value)
+
+
+def _config(store: Store, args: list[bytes]) -> bytes:
+    if len(args) < 2:
+        return _arity(b"config")
+    if args[1].upper() != b"GET":
+        return _error(b"unknown subcommand '%b'. Try CONFIG HELP." % args[1][:128])
+    # No parameter is known: every pattern matches nothing.
+    return _EMPTY_ARRAY if len(args) >= 3 else _arity(b"config|get")
+
+
+def _command(store: Store, args: list[bytes]) -> bytes:
+    return _EMPTY_ARRAY  # no command documentation; clients fall back to their own
+
+
+_QUIT = b"QUIT"
+
+#: Command handlers by upper-case name.  QUIT is the protocol's own (it closes).
+_COMMANDS: dict[bytes, Callable[[Store, list[bytes]], bytes]] = {
+    b"PING": _ping,
+    b"ECHO": _echo,
+    b"SET": _set,
+    b"GET": _get,
+    b"DEL": _del,
+    b"EXISTS": _exists,
+    b"INCR": _incr,
+    b"CONFIG": _config,
+    b"COMMAND": _command,
+}
+
+
+def execute(store: Store, args: list[bytes]) -> bytes:
+    """The reply to one request (``args``: command name first) against ``store``.
+
+    ``QUIT`` is not handled here: it is a connection's business.
+    """
+    handler = _COMMANDS.get(args[0]) or _COMMANDS.get(args[0].upper())
+    if handler is None:
+        return _unknown_command(args)
+    return handler(store, args)
+
+
+# -- the protocol ---------------------------------------------------------------------
+
+
+class RespProtocol(Protocol):
+    """One RESP connection on a :class:`pollkit.server.Server`; ``store`` is shared."""
+
+    __slots__ = ("_blocked", "_parser", "_store", "_transport")
+
+    def __init__(self, store: Store, max_request: int = DEFAULT_MAX_REQUEST) -> None:
+        self._store = store
+        self._parser = RequestParser(max_request)
+        self._transport: Transport | None = None
+        self._blocked = False  # the layer holds our output above its high-water mark
+
+    def connection_made(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        if not self._blocked:
+            self._answer()
+
+    def pause_writing(self) -> None:
+        self._blocked = True
+
+    def resume_writing(self) -> None:
+        self._blocked = False
+        self._answer()  # the requests that waited in the buffer
+
+    def _answer(self) -> None:
+        """Execute every complete request buffered, writing the replies in order.
+
+        Stops early at QUIT, at a protocol error (both close the connection)
+        and when the layer pauses our writing.
+        """
+        transport = self._transport
+        assert transport is not None, "data before connection_made()"
+        parser = self._parser
+        store = self._store
+        commands = _COMMANDS
+        replies: list[bytes] = []
+        pending = 0
+        while True:
+            try:
+                args = parser.next_request()
+            except ProtocolError as exc:
+                # latin-1: a byte quoted in the message goes back as that byte.
+                replies.append(_error(b"Protocol error: " + str(exc).encode("latin-1")))
+                transport.write(b"".join(replies))
+                transport.close()  # after the replies, as Redis does
+                return
+            if args is None:
+                break
+            handler = commands.get(args[0])
+            if handler is None:
+                name = args[0].upper()
+                if name == _QUIT:
+                    replies.append(_OK)
+                    transport.write(b"".join(replies))
+                    transport.close()
+                    return
+                handler = commands.get(name)
+            reply = _unknown_command(args) if handler is None else handler(store, args)
+            replies.append(reply)
+            pending += len(reply)
+            if pending >= _WRITE_BATCH:
+                transport.write(b"".join(replies))
+                replies.clear()
+                pending = 0
+                if self._blocked or transport.is_closing():
+                    return  # the rest waits in the parser for resume_writing()
+        if replies:
+            transport.write(b"".join(replies))
+
+
+# -- the command line -----------------------------------------------------------------
+
+_PROG = "resp_server"
+
+
+def _build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=_PROG, description="A Redis-protocol server on pollkit.server.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port", type=port_arg, default=6379, help="port (0 picks one; default: 6379)"
+    )
+    backend_argument(parser)
+    parser.add_argument(
+        "--max-clients",
+        type=positive_int_arg,
+        default=DEFAULT_MAX_CLIENTS,
+        metavar="N",
+        help=f"connections served at once (default: {DEFAULT_MAX_CLIENTS})",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=seconds_arg(allow_zero=False),
+        default=None,
+        metavar="SECONDS",
+        help="close a connection idle this long (default: never)",
+    )
+    parser.add_argument(
+        "--max-request",
+        type=positive_int_arg,
+        default=DEFAULT_MAX_REQUEST,
+        metavar="BYTES",
+        help=f"largest request accepted (default: {DEFAULT_MAX_REQUEST})",
+    )
+    return parser
+
+
+@contextmanager
+def _stop_on_signals(server: Server) -> Iterator[None]:
+    """SIGINT/SIGTERM: the first drains gracefully, a second stops at once."""
+    received: list[int] = []
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        server.shutdown(graceful=len(received) == 1)
+
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, handle) for signum in stop_signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; 0 after a stop, 1 when the server cannot start."""
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format=f"{_PROG}: %(levelname)s %(name)s: %(message)s"
+    )
+    store: Store = {}
+    max_request: int = args.max_request
+
+    def protocol() -> RespProtocol:
+        return RespProtocol(store, max_request)
+
+    try:
+        with open_poller(args.backend) as poller:
+            try:
+                server = Server(
+                    poller,
+                    protocol,
+                    args.host,
+                    args.port,
+                    max_clients=args.max_clients,
+                    idle_timeout=args.idle_timeout,
+                )
+            except OSError as exc:
+                where = _format_address(args.host, args.port)
+                print(f"{_PROG}: error: cannot listen on {where}: {exc}", file=sys.stderr)
+                return 1
+            with server, _stop_on_signals(server):
+                print(f"listening on {_format_address(*server.address)}", flush=True)
+                server.serve_forever()
+    except PollkitError as exc:  # the driver cannot be opened here, say
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
