@@ -274,6 +274,7 @@ def studies(sizes: dict[str, Any], specs: list[str], progress: Progress) -> dict
         used = "python" if generator is echo.python_generator else "c"
         data = {"base": "raw-epoll", "points": points, "generator": used, "skipped": skipped}
         data = echo.describe("echo", data)
+        data["table"]["title"] += f"; load generator: {used}"
         return data | {"targets": _echo_targets(data)}
 
     def run_memory() -> dict[str, Any]:
@@ -343,6 +344,8 @@ def retable(name: str, data: dict[str, Any]) -> dict[str, Any]:
     if name in ("echo", "workers"):
         first = next(iter(data["points"][0]["contenders"]), "")
         described = echo.describe(name, {"base": "raw-epoll" if name == "echo" else first} | data)
+        if "generator" in data:
+            described["table"]["title"] += f"; load generator: {data['generator']}"
         return described | {"targets": _echo_targets(described) if name == "echo" else []}
     return memory.describe(data) if name == "memory" else resp_bench.describe(data)
 

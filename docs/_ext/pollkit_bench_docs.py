@@ -1,97 +1,80 @@
-"""``pollkit-bench``: the Performance page's tables, plots and figures, from the committed run.
+"""``.. pollkit-bench:: KIND``: one table of the Performance page, and its plot, from the results.
 
-``.. pollkit-bench:: KIND`` renders one part of ``docs/performance.md`` from
-the JSON document ``pollkit bench --json`` wrote (``KIND`` is ``machine``, a
-study, ``targets`` or ``advice``; see ``pollkit_bench_render.py``, which does
-the rendering and holds no Sphinx code so that the tests can run it
-anywhere).  A study's section ends with the plot ``pollkit bench --plot``
-drew for it (``<study>.png`` beside the JSON), when that file exists.
-
-Where the results are is the config value ``pollkit_bench_results``, a path
-relative to the docs source directory (default
-``_static/bench/results.json``); ``sphinx-build -D
-pollkit_bench_results=...`` points a build at another run.  Without the
-file every directive renders an admonition saying how to produce it, and
-the build passes; a file that is not what ``pollkit bench`` writes fails the
-build.  Like ``pollkit_docs``'s directives this one emits reStructuredText,
-so in a MyST page it goes inside an ``{eval-rst}`` block.
+``KIND`` is ``machine``, ``targets`` or a study of ``benchmarks/run_all.py``.
+The tables are the ones the run printed, kept in its results JSON (config
+value ``pollkit_bench_results``, relative to the docs source, default
+``_static/bench/results.json``); a study's plot is ``<study>.png`` beside it.
+Every word around them is written on the page by hand.  A missing file or
+study renders a note saying how to measure it; a malformed file fails the
+build.  In a MyST page the directive goes inside an ``{eval-rst}`` block.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from docutils import nodes
-from docutils.statemachine import StringList
-from pollkit_bench_render import KINDS, render
+from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
-from sphinx.util.nodes import nested_parse_with_titles
 
-from pollkit.bench.cli import STUDIES
+_HOW = "python benchmarks/run_all.py"
 
-#: Parsed documents by (path, modification time): the page reads one file eight times.
-_LOADED: dict[tuple[str, int], Any] = {}
+
+def _table(data: dict[str, Any]) -> nodes.table:
+    """A docutils table of a run's table: ``title``, ``headers``, ``rows`` of strings."""
+
+    def row(cells: list[str]) -> nodes.row:
+        return nodes.row("", *(nodes.entry("", nodes.paragraph(text=cell)) for cell in cells))
+
+    group = nodes.tgroup("", *(nodes.colspec(colwidth=1) for _ in data["headers"]))
+    group["cols"] = len(data["headers"])
+    group += nodes.thead("", row(data["headers"]))
+    group += nodes.tbody("", *map(row, data["rows"]))
+    return nodes.table("", nodes.title(text=data["title"]), group)
+
+
+def _note(text: str) -> list[nodes.Node]:
+    return [nodes.note("", nodes.paragraph(text=text))]
 
 
 class BenchDirective(SphinxDirective):
-    """``.. pollkit-bench:: KIND``: one table (and plot), or the advice, from the results."""
+    """``.. pollkit-bench:: KIND``: the table of ``KIND`` (and its plot) from the results."""
 
     required_arguments = 1
 
     def run(self) -> list[nodes.Node]:
-        kind = self.arguments[0]
-        if kind not in KINDS:
-            raise self.error(f"unknown pollkit-bench kind {kind!r}; choose from {', '.join(KINDS)}")
-        srcdir = Path(self.env.srcdir)
+        kind, srcdir = self.arguments[0], Path(self.env.srcdir)
         path = srcdir / self.config.pollkit_bench_results
         self.env.note_dependency(str(path))
-        document = self._load(path)
-        if document is None:
-            # Reread this page on every build until results appear: they may
-            # arrive older than the last build (copied, say), which a
-            # dependency's modification time would not notice.
-            self.env.note_reread()
-        measured = document.get("studies", {}) if isinstance(document, dict) else {}
-        figures = {}
-        for study in STUDIES:
-            plot = path.parent / f"{study}.png"
-            if study in measured:
-                self.env.note_dependency(str(plot))  # a plot drawn later still shows
-            if plot.is_file():
-                figures[study] = "/" + Path(os.path.relpath(plot, srcdir)).as_posix()
-        shown = os.path.relpath(path, srcdir.parent)  # as seen from the repository root
+        if not path.is_file():
+            return _note(f"No benchmark results at {path.name} yet: `{_HOW}` measures them.")
         try:
-            lines = render(kind, document, figures=figures, results_path=shown)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise self.error(
-                f"{path}: cannot render {kind!r} ({type(exc).__name__}: {exc}); "
-                "is this the JSON `pollkit bench --json` writes?"
-            ) from exc
-        if kind == "machine" and document is not None:
-            uri = "/" + Path(os.path.relpath(path, srcdir)).as_posix()
-            link = f":download:`{path.name} <{uri}>`"
-            lines += [f"Every figure of the run, each round included: {link}.", ""]
-        container = nodes.Element()
-        source = self.get_source_info()[0] or self.env.docname
-        nested_parse_with_titles(self.state, StringList(lines, source), container)
-        return list(container.children)
-
-    def _load(self, path: Path) -> Any | None:
-        """The parsed results, or ``None`` if there are none; a build error if unreadable."""
-        try:
-            key = (str(path), path.stat().st_mtime_ns)
-        except FileNotFoundError:
-            return None
-        if key not in _LOADED:
-            try:
-                _LOADED[key] = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise self.error(f"cannot read benchmark results {path}: {exc}") from exc
-        return _LOADED[key]
+            document = json.loads(path.read_text(encoding="utf-8"))
+            if kind == "machine":
+                facts = [[key, str(value)] for key, value in document["machine"].items()]
+                facts.append(["seconds the run took", f"{document['seconds']:.0f}"])
+                data = {"title": "the machine and the run", "headers": ["", ""], "rows": facts}
+            elif kind == "targets":
+                data = document["targets_table"]
+            elif kind not in document["studies"]:
+                return _note(f"The committed run did not measure {kind}: `{_HOW} {kind}` does.")
+            else:
+                data = document["studies"][kind]["table"]
+            found: list[nodes.Node] = [_table(data)]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise self.error(f"{path}: no {kind!r} table ({exc!r}); rerun `{_HOW}`") from exc
+        uri = "/" + path.relative_to(srcdir).as_posix()
+        if kind == "machine":
+            link = addnodes.download_reference("", "", nodes.literal("", path.name), reftarget=uri)
+            found.append(nodes.paragraph("", "Every figure, each round included: ", link))
+        plot = path.parent / f"{kind}.png"
+        if plot.is_file():
+            self.env.note_dependency(str(plot))
+            found.append(nodes.image(uri=uri.rsplit("/", 1)[0] + f"/{plot.name}", alt=kind))
+        return found
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
