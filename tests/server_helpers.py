@@ -53,6 +53,7 @@ __all__ = [
     "frame_replies",
     "on_loop",
     "pattern",
+    "read_until_eof",
     "running",
     "serving",
     "settle",
@@ -156,6 +157,20 @@ def settle(server: Server, turns: int = 3) -> None:
     """
     for _ in range(turns):
         on_loop(server, lambda: None)
+
+
+def read_until_eof(sock: socket.socket, limit: int = 1 << 30) -> bytes:
+    """Read until EOF; a reset fails the test, saying how many bytes came before it."""
+    data = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except ConnectionResetError:
+            raise AssertionError(f"connection reset after {len(data)} bytes, not EOF") from None
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        assert len(data) <= limit, f"more than {limit} bytes before EOF"
 
 
 def wait_unread(sock: socket.socket, at_least: int) -> None:

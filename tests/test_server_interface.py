@@ -103,10 +103,11 @@ def test_the_import_check_sees_relative_imports(tmp_path: Path) -> None:
 def test_byte_exact_on_a_poller_that_is_not_a_driver(poller: Poller, seed: int) -> None:
     wrapper = ShufflingPoller(poller, seed=seed)
     assert not isinstance(wrapper, tuple(DRIVERS.values()))
-    payloads = [lines_payload(seed * 10 + index, 120_000) for index in range(4)]
+    payloads = [lines_payload(seed * 10 + index, 300_000) for index in range(4)]
     rng = random.Random(seed)
-    with serving(wrapper, UpperLines, max_buffer=32 * 1024) as server:
-        socks = [connect(server.address, rcvbuf=16384) for _ in payloads]
+    # Small socket buffers on both sides: many turns of the loop, many faults.
+    with serving(wrapper, UpperLines, max_buffer=32 * 1024, socket_buffer=8192) as server:
+        socks = [connect(server.address, rcvbuf=8192, sndbuf=8192) for _ in payloads]
         try:
             replies = exchange(socks, payloads, chunk_sizes=lambda: rng.randrange(1, 20000))
         finally:
@@ -123,14 +124,14 @@ def test_large_replies_and_tiny_buffers_on_a_poller_that_is_not_a_driver(poller:
     size = 2 * 1024 * 1024
     frames = [random.Random(index).randbytes(1000 + index) for index in range(50)]
     with (
-        serving(wrapper, Producer, max_buffer=64 * 1024) as server,
+        serving(wrapper, Producer, max_buffer=64 * 1024, socket_buffer=8192) as server,
         connect(server.address, rcvbuf=8192) as sock,
     ):
         sock.sendall(b"%d\n" % size)
         sock.shutdown(socket.SHUT_WR)
         assert read_to_eof(sock) == pattern(0, size)
     with (
-        serving(wrapper, BufferedFrameCounter) as server,
+        serving(wrapper, BufferedFrameCounter, socket_buffer=8192) as server,
         connect(server.address) as sock,
     ):
         sock.sendall(b"".join(frame(payload) for payload in frames))

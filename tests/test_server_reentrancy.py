@@ -22,7 +22,7 @@ import threading
 
 import pytest
 
-from echo_helpers import PROMPT, connect, read_to_eof, recv_exactly, sees_eof
+from echo_helpers import PROMPT, connect, recv_exactly, sees_eof
 from pollkit import Poller
 from pollkit.server import Transport
 from server_helpers import (
@@ -31,11 +31,11 @@ from server_helpers import (
     check_lifecycle,
     on_loop,
     pattern,
+    read_until_eof,
     serving,
     settle,
     wait_unread,
 )
-
 
 #: The server's socket buffers: small, so that big writes wait in the layer.
 KERNEL_BUFFER = 16384
@@ -71,7 +71,7 @@ def test_write_and_close_inside_data_received(poller: Poller) -> None:
         connect(server.address) as sock,
     ):
         sock.sendall(b"hello")
-        assert read_to_eof(sock) == b"bye HELLO"
+        assert read_until_eof(sock) == b"bye HELLO"
         (protocol,) = log.wait_protocols(1)
         protocol.wait_for("connection_lost")
     assert protocol.notes == {"closing after close": True, "lost inside the callback": 0}
@@ -96,7 +96,7 @@ def test_close_sends_the_buffered_tail_first(poller: Poller) -> None:
         connect(server.address, rcvbuf=8192) as sock,
     ):
         sock.sendall(b"go")
-        reply = read_to_eof(sock)
+        reply = read_until_eof(sock)
         (protocol,) = log.wait_protocols(1)
         protocol.wait_for("connection_lost")
     assert protocol.notes["buffered"] > 0, "the kernel took 3 MiB at once: nothing was buffered"
@@ -127,7 +127,7 @@ def test_close_lingers_while_the_peer_still_sends(poller: Poller) -> None:
         first = recv_exactly(sock, 1)  # close() has been called by now
         sender = threading.Thread(target=sock.sendall, args=(b"late" * 65536,), daemon=True)
         sender.start()
-        reply = first + read_to_eof(sock)  # a reset would raise ConnectionResetError
+        reply = first + read_until_eof(sock)  # a reset would raise ConnectionResetError
         sender.join(PROMPT)
         assert not sender.is_alive()
         (protocol,) = log.wait_protocols(1)
@@ -198,7 +198,7 @@ def test_write_and_close_inside_connection_made(poller: Poller) -> None:
         serving(poller, log.factory, socket_buffer=KERNEL_BUFFER) as server,
         connect(server.address) as sock,
     ):
-        assert read_to_eof(sock) == b"hello and goodbye\n"
+        assert read_until_eof(sock) == b"hello and goodbye\n"
         (protocol,) = log.wait_protocols(1)
         protocol.wait_for("connection_lost")
     assert protocol.notes["lost inside the callback"] == 0

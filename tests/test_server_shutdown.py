@@ -22,14 +22,21 @@ from echo_helpers import (
     PROMPT,
     connect,
     main_thread_sleeps,
-    read_to_eof,
     recv_exactly,
     sees_eof,
     wait_until,
 )
 from pollkit import Poller
 from pollkit.server import Server
-from server_helpers import CallLog, Recorder, check_lifecycle, pattern, running, serving
+from server_helpers import (
+    CallLog,
+    Recorder,
+    check_lifecycle,
+    pattern,
+    read_until_eof,
+    running,
+    serving,
+)
 
 SIZE = 3 * 1024 * 1024
 #: The server's socket buffers: small, so that the reply waits in the layer.
@@ -58,7 +65,7 @@ def test_shutdown_from_another_thread_sends_everything_then_eof(poller: Poller) 
         sock.sendall(b"go")
         first = recv_exactly(sock, 1)
         server.shutdown()
-        reply = first + read_to_eof(sock)  # a reset would raise here
+        reply = first + read_until_eof(sock)  # a reset would raise here
         thread.join(PROMPT)
         assert not thread.is_alive(), "serve_forever() did not return"
     assert reply == pattern(0, SIZE)
@@ -77,6 +84,8 @@ def test_shutdown_stops_accepting_and_reading(poller: Poller) -> None:
         sock.sendall(b"go")
         first = recv_exactly(sock, 1)
         server.shutdown()
+        # shutdown() only asks; the loop stops accepting when it next looks.
+        wait_until(lambda: not server.stats().accepting, what="the listener closed")
         # Draining: the client has not read its reply, so the server is still running.
         try:
             late = connect(server.address)
@@ -86,7 +95,7 @@ def test_shutdown_stops_accepting_and_reading(poller: Poller) -> None:
             with late:
                 assert sees_eof(late)
         sock.sendall(b"ignored")
-        reply = first + read_to_eof(sock)
+        reply = first + read_until_eof(sock)
     assert reply == pattern(0, SIZE)
     assert len(log.protocols) == 1, "a connection was made after shutdown()"
     (protocol,) = log.protocols
@@ -115,7 +124,7 @@ def test_no_rst_loses_the_tail_while_the_peer_keeps_sending(poller: Poller) -> N
         server.shutdown()
         sender = threading.Thread(target=keep_sending, args=(sock,), daemon=True)
         sender.start()
-        reply = first + read_to_eof(sock)
+        reply = first + read_until_eof(sock)
         sender.join(PROMPT)
         assert not sender.is_alive()
     assert len(reply) == SIZE
@@ -182,7 +191,7 @@ def test_a_repeated_graceful_shutdown_is_harmless(poller: Poller) -> None:
         first = recv_exactly(sock, 1)
         for _ in range(3):
             server.shutdown()
-        reply = first + read_to_eof(sock)
+        reply = first + read_until_eof(sock)
         thread.join(PROMPT)
         assert not thread.is_alive()
         server.shutdown()  # after serve_forever() returned, too
@@ -209,7 +218,7 @@ def test_shutdown_from_a_signal_handler(poller: Poller) -> None:
                 first = recv_exactly(sock, 1)
                 wait_until(main_thread_sleeps, what="the server blocked in poll()")
                 signal.pthread_kill(main, signal.SIGUSR1)
-                results.append(first + read_to_eof(sock))
+                results.append(first + read_until_eof(sock))
         except BaseException as exc:  # noqa: BLE001  # re-raised in the test's thread below
             failures.append(exc)
             server.shutdown(graceful=False)
