@@ -46,8 +46,9 @@ BAD_SERVER_OPTIONS = [
 @pytest.mark.parametrize(("name", "value"), BAD_SERVER_OPTIONS)
 def test_server_refuses_a_bad_option_by_name(poller: Poller, name: str, value: object) -> None:
     before = open_fds()
+    options: dict[str, Any] = {name: value}  # the wrong types are the point
     with pytest.raises(InvalidArgumentError) as caught:
-        Server(poller, UpperLines, "127.0.0.1", 0, **{name: value})
+        Server(poller, UpperLines, "127.0.0.1", 0, **options)
     message = str(caught.value)
     assert name in message, message
     assert shown(value) in message, message
@@ -67,8 +68,9 @@ def test_datagram_server_refuses_a_bad_option_by_name(
     poller: Poller, name: str, value: object
 ) -> None:
     before = open_fds()
+    options: dict[str, Any] = {name: value}  # the wrong types are the point
     with pytest.raises(InvalidArgumentError) as caught:
-        DatagramServer(poller, DatagramProtocol, "127.0.0.1", 0, **{name: value})
+        DatagramServer(poller, DatagramProtocol, "127.0.0.1", 0, **options)
     message = str(caught.value)
     assert name in message, message
     assert shown(value) in message, message

@@ -187,3 +187,23 @@ def test_write_interest_only_while_output_is_pending(poller: Poller) -> None:
         events, pending = on_loop(server, interest)
         assert pending == 0
         assert not events & WRITE, f"WRITE interest kept after the drain: {Events(events)!r}"
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+@pytest.mark.timeout(30)
+def test_ipv6_lines_come_back_byte_for_byte(poller: Poller) -> None:
+    payload = lines_payload(21, 200_000)
+    with serving(poller, UpperLines, host="::1") as server:
+        assert server.address[0] == "::1"
+        with connect(server.address) as sock:
+            (reply,) = exchange([sock], [payload])
+    assert reply == payload.upper()

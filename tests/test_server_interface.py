@@ -147,9 +147,13 @@ def test_timers_are_never_early_on_a_poller_that_returns_early(poller: Poller) -
     when: list[float] = []
     with serving(wrapper, UpperLines) as server:
 
+        def fire() -> None:
+            when.append(time.monotonic())
+            fired.set()
+
         def schedule() -> float:
             start = time.monotonic()
-            server.call_later(delay, lambda: (when.append(time.monotonic()), fired.set()))
+            server.call_later(delay, fire)
             return start
 
         scheduled = on_loop(server, schedule)

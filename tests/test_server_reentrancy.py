@@ -19,6 +19,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -301,3 +302,37 @@ def test_connection_lost_once_for_each_connection_at_shutdown(poller: Poller) ->
     assert len(log.protocols) == 4
     for protocol in log.protocols:
         check_lifecycle(protocol)
+
+
+@pytest.mark.timeout(30)
+def test_close_gives_up_after_the_grace_period_when_the_peer_never_reads(
+    poller: Poller,
+) -> None:
+    """``close()`` with output a peer never reads ends at the grace deadline
+    (no earlier), the other connections served meanwhile."""
+    grace = 0.3
+    started: list[float] = []
+
+    def flood_and_close(protocol: Recorder, data: bytes) -> None:
+        transport = transport_of(protocol)
+        if protocol is protocol.log.protocols[0] and not transport.is_closing():
+            transport.write(pattern(0, 8 * 1024 * 1024))
+            started.append(time.monotonic())
+            transport.close()
+
+    log = CallLog(data_received=flood_and_close)
+    with (
+        serving(poller, log.factory, grace_period=grace, socket_buffer=KERNEL_BUFFER) as server,
+        connect(server.address, rcvbuf=8192) as stuck,
+        connect(server.address) as other,
+    ):
+        stuck.sendall(b"go")
+        first, second = log.wait_protocols(2)
+        first.wait_for("connection_lost")
+        ended = time.monotonic()
+        other.sendall(b"still served")
+        assert second.wait_received(12) == b"still served"
+        assert not second.lost()
+        assert sees_eof(stuck)
+    assert ended - started[0] >= grace
+    check_lifecycle(first)
