@@ -15,7 +15,9 @@ The faults, by the name ``POLLKIT_CHAOS`` and ``rates=`` use:
     that is not ready.  Only on fds in non-blocking mode (``O_NONBLOCK`` is
     read at ``register()``/``modify()`` and again before the report): on a
     blocking fd a spurious report hangs the program, which is the bug
-    ``debug:`` names.  Never on a oneshot registration.
+    ``debug:`` names.  Only for a direction the fd is open for (no READ on
+    the write end of a pipe, where READ means "the reader closed" and no
+    read can tell a false report).  Never on a oneshot registration.
 ``split``
     Part of the ready set is withheld until the next call (which then does
     not block, and withholds nothing that was owed).
@@ -73,7 +75,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._base import (
     FileDescriptorLike,
@@ -86,6 +88,9 @@ from ._base import (
 from ._events import INPUT_EVENTS, OUTPUT_ONLY_EVENTS, Events
 from ._validate import int_at_least
 from .errors import InvalidArgumentError, PollerClosedError, PollerForkedError, PollkitError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "DEFAULT_RATES",
@@ -287,11 +292,27 @@ class _EdgeMark:
         self.held = 0  # re-reported bits held back, delivered at the deadline if still true
 
 
-def _is_nonblocking(fd: int) -> bool:
+def _testable_bits(fd: int) -> int:
+    """The bits a spurious report may carry on ``fd``: those a call could prove false.
+
+    Only on a non-blocking fd (a read or write there fails with ``EAGAIN``
+    instead of hanging), and only for a direction the fd is open for: READ
+    on the write end of a pipe is no data report but the "reader closed"
+    signal (asyncio's pipe transports read it so), which no read can test.
+    """
     try:
-        return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     except OSError:
-        return False
+        return 0
+    if not flags & os.O_NONBLOCK:
+        return 0
+    access = flags & os.O_ACCMODE
+    bits = 0
+    if access != os.O_WRONLY:
+        bits |= _READ
+    if access != os.O_RDONLY:
+        bits |= _WRITE
+    return bits
 
 
 def _is_stream_like(fd: int) -> bool:
@@ -361,7 +382,8 @@ class ChaosPoller(Poller):
         # changes included); fds registered on ``inner`` beforehand are
         # learnt when first reported.
         self._regs: dict[int, Registration] = {}
-        self._nonblocking: set[int] = set()
+        # fd -> the bits a spurious report may carry (see _testable_bits)
+        self._testable: dict[int, int] = {}
         # Bumped by every change of an fd: a kept report for an older
         # generation is stale and dropped.
         self._generation: dict[int, int] = {}
@@ -420,6 +442,10 @@ class ChaosPoller(Poller):
     def fileno(self) -> int:
         self._check_usable()
         return self._inner.fileno()
+
+    def __enter__(self) -> Self:
+        self._check_usable()
+        return self
 
     def wakeup(self) -> None:
         # No lock and nothing of ours: safe from a signal handler.
@@ -566,16 +592,13 @@ class ChaosPoller(Poller):
     def _registered(self, fd: int, registration: Registration) -> None:
         """Record a successful register()/modify() of ``fd`` (held or applied)."""
         self._regs[fd] = registration
-        if _is_nonblocking(fd):
-            self._nonblocking.add(fd)
-        else:
-            self._nonblocking.discard(fd)
+        self._testable[fd] = _testable_bits(fd)
         self._dropped.discard(fd)
         self._changed(fd)
 
     def _forget(self, fd: int) -> None:
         self._regs.pop(fd, None)
-        self._nonblocking.discard(fd)
+        self._testable.pop(fd, None)
         self._changed(fd)
         self._generation.pop(fd, None)
 
@@ -825,8 +848,7 @@ class ChaosPoller(Poller):
         except KeyError:  # NotRegisteredError: unregistered meanwhile
             return None
         self._regs[fd] = registration
-        if _is_nonblocking(fd):
-            self._nonblocking.add(fd)
+        self._testable[fd] = _testable_bits(fd)
         return registration
 
     def _finish(
@@ -901,7 +923,7 @@ class ChaosPoller(Poller):
         reported = dict(result)
         full = max_events is not None and len(result) >= max_events
         candidates = []
-        for fd in sorted(self._nonblocking):
+        for fd, testable in sorted(self._testable.items()):
             registration = self._regs.get(fd)
             if (
                 registration is None
@@ -913,13 +935,13 @@ class ChaosPoller(Poller):
             ):
                 continue
             for bit in _SPURIOUS_BITS:
-                if registration.events & bit and not reported.get(fd, 0) & bit:
+                if registration.events & testable & bit and not reported.get(fd, 0) & bit:
                     candidates.append((fd, bit))
         if not candidates:
             return
         fd, bit = self._rng.choice(candidates)
         # Checked again now: the fd may have been closed, or made blocking.
-        if not _is_nonblocking(fd):
+        if not _testable_bits(fd) & bit:
             return
         if fd in reported:
             result[:] = [(f, m | bit if f == fd else m) for f, m in result]
