@@ -103,6 +103,8 @@ class Listener:
 
     def ready(self, mask: int) -> None:
         """Accept up to ``ACCEPT_BATCH`` connections."""
+        if self._server._stop_requested:
+            return  # shutdown() was called: the drain closes this socket next
         accept = self.sock.accept
         admit = self._server._admit
         for _ in range(ACCEPT_BATCH):

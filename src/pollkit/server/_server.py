@@ -352,11 +352,17 @@ class Server(LoopBase):
             if transport._state < _CLOSING:
                 transport._begin_close()
         if connections:
-            log.info(
-                "shutting down: flushing %d connections (at most %g s)",
-                len(connections),
-                self._grace_period,
-            )
+            # Flushing: those with output still to send; the others only wait,
+            # half-closed, for the peer's acknowledgement (a round trip).
+            flushing = sum(1 for transport in connections.values() if transport._out is not None)
+            if flushing:
+                log.info(
+                    "shutting down: flushing %d connections (at most %g s)",
+                    flushing,
+                    self._grace_period,
+                )
+            else:
+                log.info("shutting down: closing %d connections", len(connections))
             self.call_later(self._grace_period, self._drain_expired)
 
     def _drain_expired(self) -> None:

@@ -372,10 +372,11 @@ class Transport:
         if self._discard_input():
             self._finish(None, "closed by the peer")
             return
-        if not unsent_bytes(self._sock):
-            # All acknowledged, no input unread: close() sends FIN and loses nothing.
-            self._finish(None, "closed")
-            return
+        # Always half-close first, even with everything acknowledged: input
+        # may land between the last read and close(), and closing with unread
+        # input sends RST instead of FIN.  Once the peer's kernel has
+        # acknowledged the FIN too (SIOCOUTQ counts it), an RST costs the
+        # peer nothing: it has read, or will read, every byte and the EOF.
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:
