@@ -272,8 +272,8 @@ def studies(sizes: dict[str, Any], specs: list[str], progress: Progress) -> dict
                 )
                 points += part["points"]
         used = "python" if generator is echo.python_generator else "c"
-        data = {"base": "raw-epoll", "points": points, "generator": used, "skipped": skipped}
-        data = echo.describe("echo", data)
+        found = {"base": "raw-epoll", "points": points, "generator": used, "skipped": skipped}
+        data = echo.describe("echo", found)
         data["table"]["title"] += f"; load generator: {used}"
         return data | {"targets": _echo_targets(data)}
 

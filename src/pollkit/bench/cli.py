@@ -2,10 +2,8 @@
 
 Studies: ``overhead``, one ``poll(0)`` with 1,000 idle fds (500 on select) and
 1 or 64 ready, each driver beside the raw call beneath it; ``scaling``, the
-same with N idle fds and 1 ready; ``echo``, ``pollkit echo`` on each driver
-under a closed-loop load generator.  Contenders alternate in serpentine rounds;
-figures are medians with their spread ``[p25-p75]``, ratios are paired by
-round.  Comparisons with other servers live in the repository's ``benchmarks/``.
+same with N idle fds; ``echo``, ``pollkit echo`` on each driver under load.
+Comparisons with other servers live in the repository's ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -82,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
     chosen = list(dict.fromkeys(name for names in args.studies for name in names)) or STUDIES
     sizes = (QUICK if args.quick else FULL).copy()
-    for flag, *_ in _SIZES:
-        key = flag[2:].replace("-", "_")
-        sizes[key] = sizes[key] if getattr(args, key) is None else getattr(args, key)
+    given = {flag[2:].replace("-", "_") for flag, *_ in _SIZES}
+    sizes |= {key: getattr(args, key) for key in given if getattr(args, key) is not None}
     if args.rounds is not None:
         sizes |= dict.fromkeys(("rounds", "scaling_rounds", "echo_rounds"), args.rounds)
     specs = args.backends or list(DRIVERS)

@@ -1,19 +1,17 @@
 """Echo servers under load: messages/s, latency, and the server's CPU per message.
 
-Each server runs in its own process pinned to the first CPU this process may
-use, the load generator in another pinned to the last.  The figure of merit
-is the server's CPU time per echoed message: every system call a server adds
-shows in it, and it hardly depends on the load generator (whose own CPU use
-is recorded: near 1.0, it was the limit).  Servers start at once, then take
-serpentine rounds, a fresh load generator process each.  That process
-(``python -m pollkit.bench.echo``, or one the caller names) opens N
-connections, each proven served by a one-byte echo, runs a closed loop on
-each (send a message, read all its echo, send the next), reads the server's
-CPU time from ``/proc`` at the measured window's edges and prints JSON.
+Each server runs in its own process pinned to one CPU, the load generator in
+another pinned to another.  The figure of merit is the server's CPU time per
+message: every system call a server adds shows in it, and it hardly depends
+on the load generator (whose own CPU use is recorded: near 1.0, it was the
+limit).  The load generator (``python -m pollkit.bench.echo``, or the caller's)
+runs a closed loop on each connection (send a message, read all its echo,
+send the next) and reads the server's CPU time from ``/proc`` around it.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import resource
@@ -26,16 +24,19 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .harness import Progress, cell, paired_ratios, percentile, serpentine, summarize, table
 
 __all__ = ["Contender", "ServerProcess", "choose_cpus", "connect_many", "describe",
-           "pollkit_contenders", "raise_fd_limit", "run", "server_cpu"]  # fmt: skip
+           "pingpong", "pollkit_contenders", "python_generator", "raise_fd_limit", "run",
+           "server_cpu"]  # fmt: skip
 
 #: A load generator: (host, port, connections, size, warmup, duration, server
 #: pids, CPU to pin to or None) -> the argv of a process that prints one result.
 Generator = Callable[[str, int, int, int, float, float, list[int], int | None], list[str]]
+CPU = "server_cpu_ns_per_message"
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,9 @@ def choose_cpus() -> tuple[int | None, int | None]:
     return (cpus[0], cpus[-1]) if len(cpus) > 1 else (None, None)
 
 
-def _accepts(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=1.0).close()
-    except OSError:
-        return False
-    return True
+def _refused(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) != 0
 
 
 class ServerProcess:
@@ -84,7 +82,7 @@ class ServerProcess:
             if cpu is not None:
                 os.sched_setaffinity(self.pid, {cpu})
             deadline = time.monotonic() + 20
-            while not _accepts(host, self.port):
+            while _refused(host, self.port):
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{self.name} did not start: {self.log_tail()}")
                 time.sleep(0.05)  # a port that is not open yet gives no event to wait on
@@ -126,28 +124,19 @@ def raise_fd_limit(needed: int) -> None:
 
 
 def server_cpu(pids: Sequence[int]) -> tuple[int | None, float]:
-    """CPU time of ``pids``, summed: (schedstat ns, or ``None`` without it; stat seconds)."""
-    total_ns: int | None = 0
-    total_s = 0.0
+    """CPU time of ``pids``: (schedstat's exact ns, or ``None``; stat's ``utime + stime`` in s)."""
+    ns: int | None = 0
+    seconds = 0.0
     for pid in pids:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()  # the name may hold spaces
-        total_s += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/schedstat") as schedstat:
-                    ns = int(schedstat.read().split()[0])
-                total_ns = None if total_ns is None else total_ns + ns
-        except FileNotFoundError:  # a kernel without CONFIG_SCHED_INFO
-            total_ns = None
-    return total_ns, total_s
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after the name
+        seconds += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tasks = [Path(t).read_text() for t in glob.glob(f"/proc/{pid}/task/*/schedstat")]
+        ns = None if ns is None or not tasks else ns + sum(int(t.split()[0]) for t in tasks)
+    return ns, seconds
 
 
 def connect_many(host: str, port: int, count: int, into: list[socket.socket]) -> None:
-    """Open ``count`` connections into ``into``, each proven served by a one-byte echo.
-
-    Blocking, with a timeout on each step; the sockets are left non-blocking.
-    """
+    """Open ``count`` connections into ``into``, each proven served, then left non-blocking."""
     raise_fd_limit(len(into) + count + 64)
     while count > 0:
         batch = []
@@ -166,10 +155,7 @@ def connect_many(host: str, port: int, count: int, into: list[socket.socket]) ->
 
 def pingpong(host: str, port: int, connections: int, size: int, warmup: float, duration: float,
              pids: Sequence[int]) -> dict[str, Any]:  # fmt: skip
-    """Closed-loop ping-pong; messages, latency and the server's CPU over the window.
-
-    Raises ``ConnectionError`` if the server closes a connection or echoes too much.
-    """
+    """Closed-loop ping-pong: messages, latency, server CPU; ``ConnectionError`` on a bad echo."""
     payload = memoryview(bytes(range(256)) * (size // 256) + bytes(size % 256))
     sockets: list[socket.socket] = []
     epoll = select.epoll()
@@ -239,6 +225,7 @@ def pingpong(host: str, port: int, connections: int, size: int, warmup: float, d
 
 
 def _drive(argv: list[str], server: ServerProcess, seconds: float) -> dict[str, Any]:
+    """One load generator run against ``server``: its result, or an ``error``."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
     except subprocess.TimeoutExpired:
@@ -255,11 +242,10 @@ def run(study: str, contenders: Sequence[Contender], points: Sequence[tuple[int,
         rounds: int, progress: Progress, *, warmup: float = 0.2, duration: float = 1.0,
         base: str | None = None, generator: Generator = python_generator, pin: bool = True,
         pids_of: Callable[[int], list[int]] = lambda pid: [pid]) -> dict[str, Any]:  # fmt: skip
-    """Drive each contender at each ``(connections, size)`` point in serpentine rounds.
+    """Drive each contender at each ``(connections, size)`` point, in serpentine rounds.
 
-    ``base`` (default: the first contender) is what ratios are taken to;
-    ``pids_of`` says whose CPU counts (a ``--workers`` server's children too).
-    A failed round is recorded with an ``error`` and left out of the figures.
+    Ratios are to ``base`` (default: the first); ``pids_of`` says whose CPU counts.  A failed
+    round is recorded with an ``error`` and left out of the figures.
     """
     cpus = choose_cpus() if pin else (None, None)
     progress.start(study, len(points) * rounds * len(contenders))
@@ -284,17 +270,6 @@ def run(study: str, contenders: Sequence[Contender], points: Sequence[tuple[int,
     return describe(study, {"base": base or contenders[0].name, "points": found})
 
 
-def _summaries(entry: dict[str, Any], base: list[dict[str, Any]]) -> None:
-    good = [r for r in entry["rounds"] if "error" not in r]
-    for key in ("messages_per_second", "server_cpu_ns_per_message", "client_utilisation"):
-        entry[key] = summarize([r[key] for r in good if isinstance(r.get(key), (int, float))])
-    for key in ("p50", "p99"):
-        entry[key] = summarize([r["latency_ns"][key] for r in good if r.get("latency_ns")])
-    ratios = paired_ratios(entry["rounds"], base, "server_cpu_ns_per_message")
-    entry["cpu_per_message_ratio_to_base"] = summarize(ratios)
-    entry["errors"] = [r["error"] for r in entry["rounds"] if "error" in r]
-
-
 def describe(study: str, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with each contender's figures (medians [p25-p75]) and its table filled in."""
     rows: list[list[object]] = []
@@ -302,12 +277,19 @@ def describe(study: str, data: dict[str, Any]) -> dict[str, Any]:
         where = f"{point['connections']}x{point['size']}"
         base = point["contenders"].get(data["base"], {}).get("rounds", [])
         for name, entry in point["contenders"].items():
-            _summaries(entry, base)
+            good = [r for r in entry["rounds"] if "error" not in r]
+            for key in ("messages_per_second", CPU, "client_utilisation"):
+                entry[key] = summarize([r[key] for r in good if r.get(key) is not None])
+            for key in ("p50", "p99"):
+                entry[key] = summarize([r["latency_ns"][key] for r in good if r.get("latency_ns")])
+            ratios = paired_ratios(entry["rounds"], base, CPU)
+            entry["cpu_per_message_ratio_to_base"] = summarize(ratios)
+            entry["errors"] = [r["error"] for r in entry["rounds"] if "error" in r]
             util = entry["client_utilisation"]
             rows.append([
                 where, name, cell(entry["messages_per_second"], digits=0),
                 cell(entry["p50"], 1e-3, 1), cell(entry["p99"], 1e-3, 1),
-                cell(entry["server_cpu_ns_per_message"], 1e-3),
+                cell(entry[CPU], 1e-3),
                 cell(entry["cpu_per_message_ratio_to_base"], digits=3),
                 "-" if util is None else f"{util['median']:.2f}", "; ".join(entry["errors"][-1:]),
             ])  # fmt: skip
@@ -323,10 +305,9 @@ def main(argv: Sequence[str]) -> int:
     host, port, connections, size, warmup, duration, pids, cpu = argv
     if int(cpu) >= 0:
         os.sched_setaffinity(0, {int(cpu)})
-    pid_list = [int(p) for p in pids.split(",") if p]
     try:
         found = pingpong(host, int(port), int(connections), int(size), float(warmup),
-                         float(duration), pid_list)  # fmt: skip
+                         float(duration), [int(p) for p in pids.split(",") if p])  # fmt: skip
     except OSError as exc:
         print(f"load generator: {exc}", file=sys.stderr)
         return 1

@@ -1,13 +1,10 @@
 """The one harness every study uses, here and in the repository's ``benchmarks/``.
 
-Contenders take turns in **serpentine rounds** (A B C, then C B A), so a burst
-of load from elsewhere lands on one round of everyone, not on every round of
-one.  A figure is the **median** of its rounds with its **spread** ``[p25-p75]``:
-where two spreads overlap, nobody has won.  A ratio is **paired**: the median
-of each round's own ratio, never a ratio of two medians.  :func:`judge` is the
-one verdict on a target; the tables, the JSON and the docs show what it said.
-A study's table is data (title, headers, rows of strings) kept in the JSON,
-so the Performance page shows what the terminal showed.
+Contenders take turns in serpentine rounds (A B C, then C B A), so a burst of
+load lands on one round of everyone, not on every round of one.  A figure is
+the median of its rounds with its spread ``[p25-p75]``; a ratio is paired, the
+median of each round's own ratio.  :func:`judge` is the one verdict on a
+target.  A table is data kept in the JSON: the docs show what the terminal did.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ __all__ = ["Progress", "cell", "judge", "machine_info", "paired_ratios", "percen
            "write_json"]  # fmt: skip
 
 _T = TypeVar("_T")
-Round = dict[str, Any]
+Round = dict[str, Any]  # one contender's figures in one round
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -64,11 +61,9 @@ def _failed(*rounds: Round) -> bool:
 def judge(
     target: str, spread: dict[str, float] | None, limit: float, *, below: bool = False
 ) -> dict[str, Any] | None:
-    """The verdict on ``target``: the median of ``spread`` within ``limit``.
+    """The verdict on ``target``: is the median of ``spread`` (paired ratios, say) within ``limit``?
 
-    ``spread`` is a :func:`summarize` result, of paired ratios where two
-    contenders are compared.  Met when the median is ``<= limit``, or
-    ``< limit`` with ``below``.  ``None`` when nothing was measured.
+    Within is ``<= limit``, or ``< limit`` with ``below``; ``None`` if nothing was measured.
     """
     if spread is None:
         return None
@@ -185,9 +180,7 @@ def machine_info() -> dict[str, Any]:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented JSON, creating parent directories; returns the path."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".tmp")
-    partial.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(partial, target)  # a reader never sees half a file
-    return target
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{path}.tmp").write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(f"{path}.tmp", path)  # a reader never sees half a file
+    return Path(path)

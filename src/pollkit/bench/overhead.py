@@ -1,22 +1,18 @@
 """``poll(0)`` against the raw call beneath it: the overhead and scaling studies.
 
-Each case watches ``idle`` fds that never become ready and ``ready`` fds that
-always are (a byte waits unread in each), all ends of AF_UNIX socket pairs,
-so every call reports the same fds.  Per driver the contenders are ``raw``,
-the ``select`` module's own call (``epoll.poll(0)``, ``poll.poll(0)``,
-``select.select(r, [], [], 0)``), and ``pollkit``, the driver's ``poll(0)``;
-a spec such as ``debug:epoll`` measures the wrapped driver against the same
-raw call.  ``benchmarks/`` passes more contenders through ``extra``.
-
-A round times a fixed number of calls of each contender, in serpentine
-order, with ``perf_counter_ns`` and the garbage collector off; the number is
-calibrated so that the raw call takes about :data:`ROUND_SECONDS`.  The loop's
-own cost is in every contender's figure alike, as with ``timeit``.
+Each case watches ``idle`` never-ready fds and ``ready`` always-ready ones
+(socket pairs, a byte unread in each ready one), so every call reports the
+same fds.  ``raw`` is the ``select`` module's own call, ``pollkit`` the
+driver's ``poll(0)`` (``debug:epoll`` measures the wrapper); ``benchmarks/``
+adds contenders through ``extra``.  A round times a fixed number of calls of
+each, in serpentine order, garbage collector off; the loop's own cost is in
+every figure alike, as with ``timeit``.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import select
 import socket
 import time
@@ -64,11 +60,10 @@ def socket_fds(idle: int, ready: int) -> tuple[list[socket.socket], list[int]]:
 
 
 def timing_loop(label: str, source: str, **names: Any) -> Callable[[int], int]:
-    """A freshly compiled loop running ``source``, with ``names`` bound as locals.
+    """A loop (calls -> ns) running ``source`` with ``names`` as locals, compiled afresh.
 
-    Each contender gets its own code object: CPython specialises call sites
-    per code object, and one loop shared by a builtin and a Python method
-    would keep flipping its specialisation.
+    CPython specialises call sites per code object: one loop shared by a
+    builtin and a Python method would keep flipping its specialisation.
     """
     params = "".join(f", {name}={name}" for name in names)
     code = (
@@ -120,8 +115,17 @@ def _case(spec: str, idle: int, ready: int, rounds: int, extra: Mapping[str, Bui
         while (elapsed := built["raw"].timed(calls)) < 2_000_000 and calls < 10_000_000:
             calls *= 4  # until 2 ms: enough to extrapolate from
         calls = max(10, int(ROUND_SECONDS * 1e9 * calls / elapsed))
-        samples = _alternate(built, calls, rounds, progress, f"{spec} {idle}+{ready}")
+        samples: dict[str, list[float]] = {name: [] for name in built}
+        for contender in built.values():
+            contender.timed(calls)  # warm up: specialise each loop, fault in every page
+        gc.collect()
+        gc.disable()  # no collection may land in one contender's turn
+        for number in range(rounds):
+            for name, contender in serpentine(list(built.items()), number):
+                samples[name].append(contender.timed(calls) / calls)
+            progress.step(f"{spec} {idle}+{ready}, round {number + 1}/{rounds}")
     finally:
+        gc.enable()
         for contender in built.values():
             contender.close()
         for sock in sockets:
@@ -136,41 +140,21 @@ def _case(spec: str, idle: int, ready: int, rounds: int, extra: Mapping[str, Bui
     return case
 
 
-def _alternate(built: dict[str, Contender], calls: int, rounds: int, progress: Progress,
-               label: str) -> dict[str, list[float]]:  # fmt: skip
-    samples: dict[str, list[float]] = {name: [] for name in built}
-    for contender in built.values():
-        contender.timed(calls)  # warm up: specialise each loop, fault in every page
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()  # no collection may land in one contender's turn
-    try:
-        for number in range(rounds):
-            for name, contender in serpentine(list(built.items()), number):
-                samples[name].append(contender.timed(calls) / calls)
-            progress.step(f"{label}, round {number + 1}/{rounds}")
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples
-
-
 def run(study: str, specs: Sequence[str], cases: Sequence[tuple[int, int]], rounds: int,
         progress: Progress, extra: Mapping[str, Build] = {},
         select_idle: int | None = None) -> dict[str, Any]:  # fmt: skip
     """``study`` (``overhead`` or ``scaling``): each spec at each ``(idle, ready)`` case.
 
     ``select_idle`` caps select's idle fds; a case select cannot watch (fds
-    at or above ``FD_SETSIZE``) is skipped with the reason.  Raises ``RuntimeError`` if a contender does not report
-    the ``ready`` fds.
+    at or above ``FD_SETSIZE``) is skipped, with the reason.  Raises
+    ``RuntimeError`` if a contender does not report the ``ready`` fds.
     """
     progress.start(study, len(specs) * len(cases) * rounds)
-    found = [
-        _case(spec, min(idle, select_idle or idle) if parse_backend(spec).driver == "select" else idle, ready,
-              rounds, extra, progress)
-        for spec in specs
-        for idle, ready in cases
-    ]  # fmt: skip
+    found = []
+    for spec, (idle, ready) in itertools.product(specs, cases):
+        if parse_backend(spec).driver == "select":
+            idle = min(idle, select_idle or idle)
+        found.append(_case(spec, idle, ready, rounds, extra, progress))
     return describe(study, {"cases": found})
 
 
