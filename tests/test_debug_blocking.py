@@ -15,6 +15,7 @@ import pytest
 
 from conftest import READ, WRITE
 from debug_helpers import PollkitDebugWarning, debug_poller, next_line, warning_about
+from pollkit import open_poller
 
 
 @pytest.mark.timeout(30)
@@ -69,3 +70,24 @@ def test_regular_file_draws_nothing(poller_backend: str) -> None:
         poller.register(file, READ)
         assert poller.poll(0) == [(file.fileno(), READ)]
         poller.unregister(file)
+
+
+@pytest.mark.timeout(30)
+def test_nested_epoll_fd_draws_nothing(poller_backend: str) -> None:
+    """O_NONBLOCK does not change epoll_wait(): a nested poller's fd is exempt."""
+    with open_poller("epoll") as nested, debug_poller(poller_backend) as poller:
+        poller.register(nested.fileno(), READ)
+        poller.unregister(nested.fileno())
+
+
+@pytest.mark.timeout(30)
+def test_blocking_eventfd_is_named(poller_backend: str) -> None:
+    fd = os.eventfd(0, os.EFD_CLOEXEC)
+    try:
+        with debug_poller(poller_backend) as poller:
+            line = next_line() + 1
+            with pytest.warns(PollkitDebugWarning, match=warning_about(fd, "anonymous", line)):
+                poller.register(fd, READ)
+            poller.unregister(fd)
+    finally:
+        os.close(fd)

@@ -66,3 +66,19 @@ def test_unclosed_poller_is_a_resource_warning(poller_backend: str) -> None:
     poller = open_poller(debug_spec(poller_backend))
     with pytest.warns(ResourceWarning, match="unclosed poller <DebugPoller"):
         del poller  # the last reference (no cycle holds it): finalized at once
+
+
+@pytest.mark.timeout(30)
+def test_closing_every_fd_then_the_poller_draws_nothing(
+    poller_backend: str, make_socketpair: Callable[[], SocketPair]
+) -> None:
+    """A shutdown that closes the connections, then the poller, harms nothing."""
+    poller = open_poller(debug_spec(poller_backend))
+    assert isinstance(poller, DebugPoller)
+    pairs = [make_socketpair() for _ in range(3)]
+    for ours, _ in pairs:
+        poller.register(ours, READ)
+    for ours, _ in pairs:
+        ours.close()
+    assert poller.open_registrations() == []
+    poller.close()

@@ -48,6 +48,8 @@ def test_name_and_features_are_the_wrapped_drivers(poller_backend: str) -> None:
         assert poller.name == f"debug:{driver}"
         assert poller.features == plain.features
         assert isinstance(poller, Poller)
+        assert isinstance(poller, DebugPoller)
+        assert poller.wrapped.name == driver
         assert repr(poller).startswith("<DebugPoller around <")
 
 

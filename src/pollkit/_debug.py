@@ -43,10 +43,16 @@ The checks, and the facts they rest on:
    new events).  ``modify()`` restarts the count.  Only fds already reported
    on :data:`_SAMPLE_AFTER` consecutive calls are sampled, so a short run
    costs nothing but a counter.
-3. **Blocking fd** at ``register()`` (no ``O_NONBLOCK``; regular files,
-   directories and block devices are exempt, their reads never wait).
-4. **close() while fds are registered** lists each with its site; a wrapper
-   garbage-collected unclosed gets a ``ResourceWarning``, as files do.
+3. **Blocking fd** at ``register()`` (no ``O_NONBLOCK``).  Regular files,
+   directories and block devices are exempt (their reads never wait), and so
+   are fds 0-2: stdin, stdout and stderr share their file description with
+   the shell, so making them non-blocking would break other programs; and
+   so is an epoll fd nested in another poller (O_NONBLOCK does not change
+   ``epoll_wait()``).
+4. **close() while open fds are registered** lists each with its site (fds
+   already closed are not listed: closing them all, then the poller, is a
+   harmless shutdown); a wrapper garbage-collected unclosed gets a
+   ``ResourceWarning``, as files do.
 5. **Threads.**  ``poll()`` entered while another thread is in it; and
    ``register()``/``modify()`` from another thread while ``poll()`` blocks on
    a driver that sees changes only at its next call (poll, select, or a
@@ -128,6 +134,11 @@ _TCP = 1
 _STREAM = 2  # AF_UNIX stream socket: end-of-input states only
 _PIPE = 3  # pipe or FIFO: end-of-input states, and ERROR (no reader) too
 
+#: Standard input, output and error are exempt from the blocking-fd check:
+#: their file descriptions are shared with the shell and every other process
+#: on the terminal, so setting O_NONBLOCK on them breaks those programs.
+_STDERR = 2
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: Frames in these files are pollkit's own wrappers; a site is the first
 #: frame outside them.
@@ -180,6 +191,24 @@ def _file_kind(mode: int) -> str:
         if test(mode):
             return kind
     return "anonymous-inode file (eventfd, timerfd, signalfd, epoll...)"
+
+
+def _blocking_matters(fd: int, st: os.stat_result) -> bool:
+    """Whether a read or write of this fd can wait, so that O_NONBLOCK matters.
+
+    Not for regular files, directories and block devices (they never wait),
+    nor an epoll fd (nested pollers: O_NONBLOCK does not change
+    ``epoll_wait()``), nor fds 0-2 (see :data:`_STDERR`).
+    """
+    mode = st.st_mode
+    if fd <= _STDERR or stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISBLK(mode):
+        return False
+    if stat.S_IFMT(mode) == 0:  # an anonymous inode: which kind, only /proc says
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[eventpoll]"
+        except OSError:
+            return True
+    return True
 
 
 def _describe(st: os.stat_result) -> str:
@@ -306,9 +335,7 @@ class DebugPoller(Poller):
         watch = _Watch(number, int(events), edge, site, st)
         self._classify(watch, st)
         self._watches[number] = watch
-        if not flags & os.O_NONBLOCK and not (
-            stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-        ):
+        if not flags & os.O_NONBLOCK and _blocking_matters(number, st):
             _warn(
                 f"fd {number} ({watch.what}) was registered in blocking mode (no O_NONBLOCK): "
                 "readiness reports can be spurious, and then the next read or write blocks "
@@ -406,23 +433,25 @@ class DebugPoller(Poller):
             self._inner.close()
 
     def open_registrations(self) -> list[str]:
-        """One line per fd still registered: the fd, its events, its ``register()`` site.
+        """One line per registered fd that is still open: the fd, its events, its site.
 
-        For a test fixture's teardown (under ``debug:`` a test that leaves
-        registrations open can fail with this list) and for ``close()``.  An
-        fd closed while registered is listed as long as the wrapped driver
-        still holds it (epoll does until ``unregister()``).
+        What ``close()`` warns about, and what a test fixture's teardown can
+        fail on.  An fd closed (or its number reused) while registered is left
+        out: closing every fd and then the poller is a harmless way to shut
+        down, and using the poller in between is what check 1 reports.
         """
         if self._inner.closed:
             return []
         lines = []
         for fd, watch in list(self._watches.items()):
-            if fd not in self._inner:
-                continue  # the driver dropped it after reporting INVALID
-            state = self._identity_change(watch)
-            note = f", {state}" if state else ""
-            lines.append(f"fd {fd} ({_bits(watch.events)}{note}) registered at {watch.site}")
+            if fd in self._inner and not self._identity_change(watch):
+                lines.append(f"fd {fd} ({_bits(watch.events)}) registered at {watch.site}")
         return lines
+
+    @property
+    def wrapped(self) -> Poller:
+        """The poller this one wraps (a driver, or another checking wrapper)."""
+        return self._inner
 
     def fileno(self) -> int:
         return self._inner.fileno()
