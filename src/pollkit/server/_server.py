@@ -43,7 +43,7 @@ from ._listener import Listener
 from ._loop import READ_SIZE, LoopBase, Timer
 from ._net import DEFAULT_HOST, DEFAULT_PORT, bind_socket, format_address
 from ._stats import ServerStats
-from ._transport import _CLOSING, Transport
+from ._transport import _APP_PAUSED, _CLOSING, _EOF_IN, _WRITE_PAUSED, Transport
 
 if TYPE_CHECKING:
     from .._base import Poller
@@ -138,6 +138,7 @@ class Server(LoopBase):
         self._max_clients = positive_int("max_clients", max_clients)
         self._max_buffer = positive_int("max_buffer", max_buffer)
         self._low_water = self._max_buffer // 4
+        self._limits = (self._low_water, self._max_buffer)
         self._idle_timeout = (
             None
             if idle_timeout is None
@@ -164,6 +165,8 @@ class Server(LoopBase):
         self._scratch = bytearray(READ_SIZE)
         self._lingering: set[Transport] = set()
         self._linger_timer: Timer | None = None
+        # Transports closed by the application: each one's grace deadline.
+        self._deadlines: dict[Transport, Timer] = {}
         self._idle_timer: Timer | None = None
         # Counters for stats().
         self._accepted = 0
@@ -211,8 +214,8 @@ class Server(LoopBase):
                 pending += len(out)
             if (
                 transport._state < _CLOSING
-                and not transport._eof_in
-                and (transport._paused_by_app or transport._write_paused)
+                and not transport._flags & _EOF_IN
+                and transport._flags & (_APP_PAUSED | _WRITE_PAUSED)
             ):
                 paused += 1
         return ServerStats(
@@ -316,8 +319,10 @@ class Server(LoopBase):
         next_at: float | None = None
         granularity = 1.0
         for transport in list(self._connections.values()):
+            # Closing connections too: one whose peer neither reads nor closes
+            # makes no progress, and nothing else would end it.
             timeout = transport._idle
-            if timeout is None or transport._state >= _CLOSING:
+            if timeout is None:
                 continue
             expires = transport._last_active + timeout
             if expires <= now:

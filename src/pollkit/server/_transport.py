@@ -55,7 +55,6 @@ from ._protocols import BufferedProtocol
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-    from ._loop import Timer
     from ._protocols import BaseProtocol
     from ._server import Server
 
@@ -79,6 +78,11 @@ _EOF_WRITTEN = 1  # write_eof() asked for: pending output, then SHUT_WR; no more
 _CLOSING = 2  # close() or a shutdown: send what is pending, then half-close and linger
 _LINGER = 3  # half-closed: dropping input until the peer's kernel acknowledged everything
 _CLOSED = 4
+
+# _flags bits: what holds reading back, besides the state.
+_EOF_IN = 1  # the peer's end of input was seen
+_APP_PAUSED = 2  # pause_reading()
+_WRITE_PAUSED = 4  # backpressure: output above the high-water mark
 
 # _slow bits: the reason a connection cannot take the loop's inline read path.
 _SLOW_BUFFERED = 1
@@ -134,22 +138,18 @@ class Transport:
     """
 
     __slots__ = (
-        "_deadline",
-        "_eof_in",
         "_events",
         "_fd",
-        "_high",
+        "_flags",
         "_idle",
         "_last_active",
-        "_low",
+        "_limits",
         "_out",
-        "_paused_by_app",
         "_protocol",
         "_server",
         "_slow",
         "_sock",
         "_state",
-        "_write_paused",
     )
 
     def __init__(
@@ -168,14 +168,10 @@ class Transport:
         self._events = _READ  # registered by the server before it makes the transport
         self._state = _OPEN
         self._slow = _SLOW_BUFFERED if isinstance(protocol, BufferedProtocol) else 0
-        self._eof_in = False
-        self._paused_by_app = False
-        self._write_paused = False
-        self._high = server._max_buffer
-        self._low = server._low_water
+        self._flags = 0
+        self._limits = server._limits  # (low, high): the server's until set per connection
         self._idle: float | None = server._idle_timeout
         self._last_active = now
-        self._deadline: Timer | None = None
 
     # -- writing -----------------------------------------------------------------
 
@@ -218,7 +214,7 @@ class Transport:
         out = self._out
         if out is not None:
             out += view
-            if len(out) > self._high and not self._write_paused:
+            if len(out) > self._limits[1] and not self._flags & _WRITE_PAUSED:
                 self._pause_writing()
             return
         try:
@@ -244,13 +240,13 @@ class Transport:
     def _hold(self, rest: memoryview) -> None:
         """Keep the part the kernel did not take (copied: the caller may reuse its buffer)."""
         self._out = bytearray(rest)
-        if len(rest) > self._high and not self._write_paused:
+        if len(rest) > self._limits[1] and not self._flags & _WRITE_PAUSED:
             self._pause_writing()  # also updates the registration
         else:
             self._update_events()
 
     def _pause_writing(self) -> None:
-        self._write_paused = True
+        self._flags |= _WRITE_PAUSED
         self._update_events()  # stop reading: backpressure
         try:
             self._protocol.pause_writing()
@@ -258,7 +254,7 @@ class Transport:
             self._callback_failed(exc, "pause_writing")
 
     def _resume_writing(self) -> None:
-        self._write_paused = False
+        self._flags &= ~_WRITE_PAUSED
         try:
             self._protocol.resume_writing()
         except Exception as exc:  # noqa: BLE001  # aborts this connection only
@@ -278,12 +274,16 @@ class Transport:
         self._last_active = self._server._now
         del out[:sent]  # O(1): a bytearray moves its start on deletion at the front
         if out:
-            if self._write_paused and len(out) <= self._low and self._state < _CLOSING:
+            if (
+                self._flags & _WRITE_PAUSED
+                and len(out) <= self._limits[0]
+                and self._state < _CLOSING
+            ):
                 self._resume_writing()
                 self._update_events()
             return
         self._out = None
-        if self._write_paused and self._state < _CLOSING:
+        if self._flags & _WRITE_PAUSED and self._state < _CLOSING:
             self._resume_writing()  # may write again
         self._output_sent()
 
@@ -295,7 +295,7 @@ class Transport:
                 self._update_events()
             return
         if state == _CLOSING:
-            if self._eof_in:
+            if self._flags & _EOF_IN:
                 self._finish(None, "closed after the peer's end of input")
             else:
                 self._start_linger()
@@ -305,7 +305,7 @@ class Transport:
                 self._sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass  # reset meanwhile: the next read reports it
-            if self._eof_in:  # both sides done
+            if self._flags & _EOF_IN:  # both sides done
                 self._finish(None, "both sides closed")
                 return
         self._update_events()
@@ -339,8 +339,9 @@ class Transport:
         if self._state >= _CLOSING:
             return
         self._begin_close()
-        if self._state < _CLOSED and self._deadline is None:
-            self._deadline = self._server.call_later(
+        deadlines = self._server._deadlines
+        if self._state < _CLOSED and self not in deadlines:
+            deadlines[self] = self._server.call_later(
                 self._server._grace_period, self._deadline_passed
             )
 
@@ -350,7 +351,7 @@ class Transport:
         self._output_sent()
 
     def _deadline_passed(self) -> None:
-        self._deadline = None
+        self._server._deadlines.pop(self, None)
         if self._state < _CLOSED:
             if self._out:
                 log.debug("fd %d: grace period over with %d bytes unsent", self._fd, len(self._out))
@@ -430,9 +431,9 @@ class Transport:
             pass  # the caller closed the poller first: its registrations are gone
         finally:
             self._sock.close()
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        deadline = server._deadlines.pop(self, None)
+        if deadline is not None:
+            deadline.cancel()
         log.debug("fd %d: %s", fd, reason)
         server._lost.append((self._protocol.connection_lost, exc))
         server._connection_closed(self)
@@ -462,15 +463,15 @@ class Transport:
 
     def pause_reading(self) -> None:
         """Stop reading until :meth:`resume_reading` (independent of backpressure)."""
-        if not self._paused_by_app:
-            self._paused_by_app = True
+        if not self._flags & _APP_PAUSED:
+            self._flags |= _APP_PAUSED
             if self._state < _CLOSING:
                 self._update_events()
 
     def resume_reading(self) -> None:
         """Read again after :meth:`pause_reading` (unless backpressure holds it)."""
-        if self._paused_by_app:
-            self._paused_by_app = False
+        if self._flags & _APP_PAUSED:
+            self._flags &= ~_APP_PAUSED
             if self._state < _CLOSING:
                 self._update_events()
 
@@ -480,7 +481,7 @@ class Transport:
         Backpressure is not shown here: it pauses the protocol's writing, and
         ``pause_writing()`` says so.
         """
-        return not self._paused_by_app and self._state < _CLOSING
+        return not self._flags & _APP_PAUSED and self._state < _CLOSING
 
     def _ready(self, mask: int) -> None:
         """Everything but the loop's inline read path."""
@@ -539,7 +540,7 @@ class Transport:
             self._callback_failed(exc, "data_received")
 
     def _end_of_input(self) -> None:
-        self._eof_in = True
+        self._flags |= _EOF_IN
         try:
             keep_open = self._protocol.eof_received()
         except Exception as exc:  # noqa: BLE001  # aborts this connection only
@@ -565,12 +566,7 @@ class Transport:
         if state == _CLOSED:
             return
         want = 0
-        if state == _LINGER or (
-            state < _CLOSING
-            and not self._eof_in
-            and not self._paused_by_app
-            and not self._write_paused
-        ):
+        if state == _LINGER or (state < _CLOSING and not self._flags):
             want = _READ
         if self._out is not None:
             want |= _WRITE
@@ -595,7 +591,7 @@ class Transport:
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         """``(low, high)``: the water marks, in bytes."""
-        return (self._low, self._high)
+        return self._limits
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         """Set the water marks: ``high`` (default: the server's ``max_buffer``, or
@@ -610,13 +606,13 @@ class Transport:
         low = high // 4 if low is None else int_at_least("low", low, 0)
         if low > high:
             raise InvalidArgumentError(f"low = {low} is above high = {high}")
-        self._high, self._low = high, low
+        self._limits = (low, high)
         if self._state >= _CLOSING:
             return
         size = self.get_write_buffer_size()
-        if not self._write_paused and size > high:
+        if not self._flags & _WRITE_PAUSED and size > high:
             self._pause_writing()
-        elif self._write_paused and size <= low:
+        elif self._flags & _WRITE_PAUSED and size <= low:
             self._resume_writing()
             self._update_events()
 
