@@ -22,13 +22,14 @@ import pytest
 from conftest import PROMPT, READ, WRITE, SocketPair, drain
 from debug_helpers import (
     SPIN_LOOP,
+    Delegating,
     PollkitDebugWarning,
     debug_poller,
     next_line,
     run_loop,
     warning_about,
 )
-from pollkit import open_poller
+from pollkit import Poller, open_poller
 from pollkit._backends import parse_backend
 from pollkit._debug import DEFAULT_SPIN_THRESHOLD, DebugPoller
 
@@ -214,6 +215,39 @@ def test_hang_up_handled_draws_nothing(poller_backend: str, hung_up: int) -> Non
         poller.register(hung_up, READ)
         run_loop(poller, handle)
         assert hung_up not in poller
+
+
+class ReportsReadAlways(Delegating):
+    """Reports one fd READ on every call, ready or not: a reader that others always beat."""
+
+    def __init__(self, inner: Poller, fd: int) -> None:
+        super().__init__(inner)
+        self.fd = fd
+
+    def poll(
+        self, timeout: float | None = None, max_events: int | None = None
+    ) -> list[tuple[int, int]]:
+        self.inner.poll(0, max_events)
+        return [(self.fd, READ)]
+
+
+@pytest.mark.timeout(30)
+def test_read_reports_with_nothing_to_read_are_not_end_of_input(
+    poller_backend: str, pipe: tuple[int, int], make_socketpair: Callable[[], SocketPair]
+) -> None:
+    """READ with an empty queue is end of input only if the writer is gone."""
+    ours, _ = make_socketpair()
+    for fd in (pipe[0], ours.fileno()):
+        inner = ReportsReadAlways(open_poller(parse_backend(poller_backend).driver), fd)
+        with DebugPoller(inner) as poller:
+            poller.register(fd, READ)
+
+            def handle(fd: int, mask: int) -> None:
+                with pytest.raises(BlockingIOError):
+                    os.read(fd, 100)
+
+            assert run_loop(poller, handle) == SPIN_LOOP
+            poller.unregister(fd)
 
 
 # -- busy correct programs -------------------------------------------------------------

@@ -34,8 +34,11 @@ The checks, and the facts they rest on:
      level that stays the same proves nothing (a fast writer refills what a
      reader takes).  Only end-of-input states are judged, where nothing new
      can arrive: ``HANGUP``/``READ_HANGUP`` (or ``ERROR`` on a pipe whose
-     reader is gone), or READ with nothing queued; the same mask and level on
-     every report means the program never handles it.
+     reader is gone), or READ with nothing queued when a ``poll(0)`` of the
+     fd alone shows the hang-up (select reports one as READ; without the
+     probe, a reader that another process keeps beating to a shared pipe
+     would look the same); the same mask and level on every report means the
+     program never handles it.
    * everything else (listening sockets, datagram sockets, eventfd, timerfd,
      ttys, regular files): progress cannot be seen, so no spin is reported.
 
@@ -71,6 +74,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import socket
 import stat
 import struct
@@ -127,6 +131,7 @@ _TCP_BYTES_OFFSET = 120
 _SIOCINQ = termios.FIONREAD
 _SIOCOUTQ = termios.TIOCOUTQ
 _INT = struct.Struct("=i")
+_POLLRDHUP: int = getattr(select, "POLLRDHUP", _READ_HANGUP)
 
 # What the spin detector can measure for an fd (see the module docstring).
 _UNMEASURED = 0
@@ -209,6 +214,19 @@ def _blocking_matters(fd: int, st: os.stat_result) -> bool:
         except OSError:
             return True
     return True
+
+
+def _at_end_of_input(fd: int) -> bool:
+    """Whether the peer of this pipe or AF_UNIX stream socket has shut down its side.
+
+    READ with nothing queued means end of input -- or that another reader of
+    a shared fd took the data first; only the hang-up bits tell them apart
+    (select, reporting a hang-up as READ, cannot).
+    """
+    probe = select.poll()
+    probe.register(fd, select.POLLIN | _POLLRDHUP)
+    ready = probe.poll(0)
+    return bool(ready) and bool(ready[0][1] & (select.POLLHUP | _POLLRDHUP))
 
 
 def _describe(st: os.stat_result) -> str:
@@ -544,7 +562,10 @@ class DebugPoller(Poller):
             if probe.type != socket.SOCK_STREAM:
                 return  # datagrams: a zero-length one looks like end of input
             watch.family, watch.sock_type, watch.proto = probe.family, probe.type, probe.proto
-            if probe.family in (socket.AF_INET, socket.AF_INET6):
+            if probe.family in (socket.AF_INET, socket.AF_INET6) and probe.proto in (
+                0,
+                socket.IPPROTO_TCP,
+            ):  # (MPTCP and SCTP streams have other counters)
                 info = probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
                 if len(info) >= _TCP_INFO_LEN:
                     watch.kind = _TCP
@@ -605,7 +626,9 @@ class DebugPoller(Poller):
                 watch.restart()
                 return
             sticky = _HANGUP | _READ_HANGUP | (_ERROR if watch.kind == _PIPE else 0)
-            at_end = bool(mask & sticky) or (bool(mask & _READ) and level == 0)
+            at_end = bool(mask & sticky) or (
+                bool(mask & _READ) and level == 0 and _at_end_of_input(watch.fd)
+            )
             progress = (level,)
             stale = at_end and mask == watch.last_mask and progress == watch.last_progress
         watch.last_mask = mask
