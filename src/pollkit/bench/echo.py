@@ -280,8 +280,9 @@ def describe(study: str, data: dict[str, Any]) -> dict[str, Any]:
             good = [r for r in entry["rounds"] if "error" not in r]
             for key in ("messages_per_second", CPU, "client_utilisation"):
                 entry[key] = summarize([r[key] for r in good if r.get(key) is not None])
-            for key in ("p50", "p99"):
-                entry[key] = summarize([r["latency_ns"][key] for r in good if r.get("latency_ns")])
+            for key in ("p50", "p99"):  # a round without messages has no latency
+                latency = [(r.get("latency_ns") or {}).get(key) for r in good]
+                entry[key] = summarize([value for value in latency if value is not None])
             ratios = paired_ratios(entry["rounds"], base, CPU)
             entry["cpu_per_message_ratio_to_base"] = summarize(ratios)
             entry["errors"] = [r["error"] for r in entry["rounds"] if "error" in r]

@@ -106,21 +106,20 @@ def table_text(data: dict[str, Any]) -> str:
 
 def _targets_table(targets: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Every judged target: limit, measured median, spread, verdict."""
-    rows = [
-        [t["target"], f"{t['rule']} {t['limit']:g}", f"{t['measured']:.3f}",
-         f"[{t['spread'][0]:.3f}-{t['spread'][1]:.3f}]", t["n"], verdict(t)]
-        for t in targets
-    ]  # fmt: skip
+    rows = []
+    for t in targets:
+        (low, high), places = t["spread"], 3 if t["limit"] < 100 else 0  # ratios; bytes whole
+        rows.append([t["target"], f"{t['rule']} {t['limit']:g}", f"{t['measured']:.{places}f}",
+                     f"[{low:.{places}f}-{high:.{places}f}]", t["n"], verdict(t)])  # fmt: skip
     headers = ["target", "limit", "measured", "[p25-p75]", "rounds", "verdict"]
     return table("targets: medians of paired ratios (memory: of rounds)", headers, rows)
 
 
 def run_studies(runners: Mapping[str, Callable[[], dict[str, Any]]], settings: dict[str, Any],
                 json_path: str | None, progress: Progress) -> dict[str, Any]:  # fmt: skip
-    """Run each study, print its table, collect its targets; write JSON if ``json_path``.
+    """Run each study (its JSON, with ``table`` and ``targets``), print its table; write JSON.
 
-    A runner returns its study's JSON with ``table`` and ``targets`` in it.
-    The file is rewritten after each study, so a long run keeps what it did.
+    ``json_path`` (if not ``None``) is rewritten after each study: a long run keeps what it did.
     """
     started = time.monotonic()
     document: dict[str, Any] = {"schema": 2, "machine": machine_info(), "settings": settings}

@@ -18,7 +18,6 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from itertools import repeat
 from typing import Any, NamedTuple
 
 from .._backends import open_poller, parse_backend
@@ -71,7 +70,8 @@ def timing_loop(label: str, source: str, **names: Any) -> Callable[[int], int]:
         f"    start = clock()\n    for _ in repeat(None, calls):\n        {source}\n"
         "    return clock() - start\n"
     )
-    namespace: dict[str, Any] = {"clock": time.perf_counter_ns, "repeat": repeat, **names}
+    namespace: dict[str, Any] = {"clock": time.perf_counter_ns, "repeat": itertools.repeat}
+    namespace |= names
     exec(compile(code, f"<poll loop: {label}>", "exec"), namespace)
     timed: Callable[[int], int] = namespace["timed"]
     return timed
