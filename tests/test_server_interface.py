@@ -22,7 +22,7 @@ import pytest
 import pollkit
 from echo_helpers import PROMPT, connect, exchange, read_to_eof
 from pollkit import Poller, open_poller
-from pollkit._backends import DRIVERS, PREFIXES
+from pollkit._backends import DRIVERS, PREFIXES, parse_backend
 from pollkit.server import Server
 from server_helpers import (
     BufferedFrameCounter,
@@ -167,7 +167,7 @@ def test_timers_are_never_early_on_a_poller_that_returns_early(poller: Poller) -
 def test_the_layer_runs_on_the_checking_wrappers(poller_backend: str, prefix: str) -> None:
     """On ``debug:`` a correct program draws no warning (warnings are errors
     in this suite); on ``chaos:`` the bytes still come back exact."""
-    spec = f"{prefix}:{poller_backend}"
+    spec = f"{prefix}:{parse_backend(poller_backend).driver}"
     try:
         wrapped = open_poller(spec)
     except (pollkit.BackendUnavailableError, ImportError) as exc:
