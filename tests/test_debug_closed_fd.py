@@ -77,7 +77,7 @@ def test_number_reused_by_another_file(
             os.dup2(read_fd, fd)
             os.set_blocking(fd, False)
             os.write(write_fd, b"x")
-            match = warning_about(fd, r"now another file \(pipe.*registered: socket", line)
+            match = warning_about(fd, r"another file \(pipe.*registered \(socket", line)
 
             def poll_and_unregister() -> None:
                 # poll and select report the pipe under the old registration;

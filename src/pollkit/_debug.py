@@ -198,6 +198,10 @@ def _file_kind(mode: int) -> str:
     return "anonymous-inode file (eventfd, timerfd, signalfd, epoll...)"
 
 
+#: What :meth:`DebugPoller._identity_change` says of a closed fd.
+_CLOSED = "closed"
+
+
 def _blocking_matters(fd: int, st: os.stat_result) -> bool:
     """Whether a read or write of this fd can wait, so that O_NONBLOCK matters.
 
@@ -507,13 +511,17 @@ class DebugPoller(Poller):
     # -- check 1: identity ------------------------------------------------------
 
     def _identity_change(self, watch: _Watch) -> str:
-        """``""`` if ``watch.fd`` is still the file registered, else what it is now."""
+        """``""`` if ``watch.fd`` is still the file registered, else what it is now.
+
+        :data:`_CLOSED` for a closed fd; otherwise a description of the file
+        that now has the number.
+        """
         try:
             st = os.fstat(watch.fd)
         except OSError:
-            return "closed since register()"
+            return _CLOSED
         if (st.st_dev, st.st_ino) != watch.identity:
-            return f"now another file ({_describe(st)}; registered: {watch.what})"
+            return _describe(st)
         return ""
 
     def _check_identity(self, watch: _Watch, when: str) -> None:
@@ -525,7 +533,7 @@ class DebugPoller(Poller):
 
     def _warn_identity(self, watch: _Watch, change: str, when: str) -> None:
         watch.was_warned = True
-        if change.startswith("closed"):
+        if change == _CLOSED:
             _warn(
                 f"fd {watch.fd} ({watch.what}) was closed while registered (seen {when}); "
                 "unregister() an fd before closing it: epoll goes on reporting a closed fd "
@@ -534,9 +542,10 @@ class DebugPoller(Poller):
             )
         else:
             _warn(
-                f"fd {watch.fd} is {change} (seen {when}): it was closed while registered and "
-                "its number reused, so events now reach the wrong object; unregister() an fd "
-                f"before closing it. Registered at {watch.site}"
+                f"fd {watch.fd} now refers to another file ({change}) than the one registered "
+                f"({watch.what}), seen {when}: it was closed while registered and its number "
+                "reused, so events now reach the wrong object; unregister() an fd before "
+                f"closing it. Registered at {watch.site}"
             )
 
     # -- check 2: spin ---------------------------------------------------------
@@ -681,19 +690,15 @@ class DebugPoller(Poller):
                 continue
             if not watch.was_warned:
                 if mask & _INVALID:
-                    self._warn_identity(watch, "closed since register()", "reported INVALID")
+                    self._warn_identity(watch, _CLOSED, "when poll() reported INVALID")
                     continue
                 try:
                     st = fstat(fd)
                 except OSError:
-                    self._warn_identity(watch, "closed since register()", "reported by poll()")
+                    self._warn_identity(watch, _CLOSED, "when poll() reported it")
                     continue
                 if (st.st_dev, st.st_ino) != watch.identity:
-                    self._warn_identity(
-                        watch,
-                        f"now another file ({_describe(st)}; registered: {watch.what})",
-                        "reported by poll()",
-                    )
+                    self._warn_identity(watch, _describe(st), "when poll() reported it")
                     continue
             elif mask & _INVALID:
                 continue
