@@ -104,6 +104,30 @@ def test_shutdown_stops_accepting_and_reading(poller: Poller) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_no_connection_is_made_once_shutdown_has_returned(poller: Poller) -> None:
+    """However soon after ``shutdown()`` a client connects (before the loop has
+    even looked), it gets no ``connection_made()``: refused, or closed."""
+    log = flood()
+    with (
+        serving(poller, log.factory, socket_buffer=KERNEL_BUFFER) as server,
+        connect(server.address, rcvbuf=8192) as sock,
+    ):
+        sock.sendall(b"go")
+        first = recv_exactly(sock, 1)  # keeps the server draining for a while
+        server.shutdown()
+        for _ in range(5):
+            try:
+                late = connect(server.address)
+            except ConnectionRefusedError:
+                continue
+            with late:
+                assert sees_eof(late)
+        reply = first + read_until_eof(sock)
+    assert reply == pattern(0, SIZE)
+    assert len(log.protocols) == 1, "a connection was made after shutdown() returned"
+
+
+@pytest.mark.timeout(30)
 def test_no_rst_loses_the_tail_while_the_peer_keeps_sending(poller: Poller) -> None:
     log = flood()
     sender_errors: list[OSError] = []
