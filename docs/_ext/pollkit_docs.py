@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from docutils import nodes
-from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
@@ -112,28 +111,19 @@ def _attribute_doc(name: str, value: object) -> list[str]:
 
 
 class ApiDirective(_RstDirective):
-    """``.. pollkit-api:: module [module ...]``: document each module's ``__all__``.
-
-    ``:optional:`` lists modules that may not exist yet; they are skipped
-    with a note in the build log instead of failing the build.
-    """
+    """``.. pollkit-api:: module [module ...]``: document each module's ``__all__``."""
 
     required_arguments = 1
     optional_arguments = 20
-    option_spec = {"optional": directives.unchanged}  # noqa: RUF012  # docutils reads it as a class attribute
 
     def generate(self) -> list[str]:
-        optional = set(self.options.get("optional", "").split())
         documented: dict[int, str] = {}
         lines: list[str] = []
         for module_name in self.arguments:
             try:
                 module = importlib.import_module(module_name)
             except ImportError as exc:
-                if module_name not in optional:
-                    raise self.error(f"cannot import {module_name}: {exc}") from exc
-                logger.info("pollkit-api: %s is not importable (%s); skipped", module_name, exc)
-                continue
+                raise self.error(f"cannot import {module_name}: {exc}") from exc
             lines += self._module(module, documented)
         return lines
 

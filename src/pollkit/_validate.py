@@ -22,6 +22,8 @@ from .errors import InvalidArgumentError
 
 __all__ = [
     "as_argument",
+    "backend_arg",
+    "backends_arg",
     "int_at_least",
     "names_arg",
     "port",
@@ -133,6 +135,29 @@ def positive_ints_arg(text: str) -> list[int]:
     if not parts:
         raise InvalidArgumentError(f"{text!r}: expected comma-separated whole numbers")
     return [positive_int(None, _int_text(part)) for part in parts]
+
+
+def backend_arg(text: str) -> str:
+    """``--backend SPEC``: a driver or ``auto``, optionally prefixed (``debug:epoll``).
+
+    An unknown name is a usage error; whether a known driver opens here is
+    found out when it is opened (a runtime error that says why).
+    """
+    from ._backends import check_backend_name
+    from .errors import BackendUnavailableError
+
+    try:
+        return check_backend_name(text)
+    except BackendUnavailableError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def backends_arg(text: str) -> list[str]:
+    """``--backends a,b``: comma-separated backend specs, each as ``--backend`` takes it."""
+    specs = [backend_arg(part) for part in text.split(",") if part.strip()]
+    if not specs:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated driver names")
+    return specs
 
 
 def names_arg(choices: Sequence[str]) -> Callable[[str], list[str]]:

@@ -23,9 +23,9 @@ from ._backends import (
     PREFIX_HELP,
     PREFIXES,
     backend_status,
-    check_backend_name,
     resolve_backend_name,
 )
+from ._validate import backend_arg
 from .errors import PollkitError
 
 __all__ = ["ArgumentParser", "main"]
@@ -41,24 +41,12 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (try --help)\n")
 
 
-def _backend_name(text: str) -> str:
-    """A backend spec as ``--backend`` takes it: an unknown one is a usage error (exit 2).
-
-    Whether a known driver can be opened here is found out when it is
-    opened: failing that is a runtime error (exit 1) that says why.
-    """
-    try:
-        return check_backend_name(text)
-    except PollkitError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def backend_argument(parser: argparse.ArgumentParser) -> None:
     """Add the ``--backend`` option every command shares."""
     parser.add_argument(
         "--backend",
         metavar="NAME",
-        type=_backend_name,
+        type=backend_arg,
         default=None,
         help=f"driver: {', '.join(DRIVERS)} or auto, optionally prefixed by "
         f"{' or '.join(p + ':' for p in PREFIXES)} (default: ${ENV_VAR}, else auto)",

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .._backends import DRIVERS
-from .._validate import names_arg, positive_int_arg, positive_ints_arg, seconds_arg
+from .._validate import backends_arg, names_arg, positive_int_arg, positive_ints_arg, seconds_arg
 
-__all__ = ["STUDIES", "add_commands", "backend_specs_arg", "configure_parser", "run"]
+__all__ = ["STUDIES", "add_commands", "backends_arg", "configure_parser", "run"]
 
 STUDIES = ("overhead", "scaling", "echo")
 
@@ -38,16 +38,6 @@ _SIZES: tuple[tuple[str, Callable[[str], Any], str, str], ...] = (
 )
 
 
-def backend_specs_arg(text: str) -> list[str]:
-    """``--backends epoll,debug:poll``: backend specs as ``--backend`` takes them, any case."""
-    from ..cli import _backend_name
-
-    specs = [_backend_name(part) for part in text.split(",") if part.strip()]
-    if not specs:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated driver names")
-    return specs
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add ``pollkit bench``'s arguments to ``parser`` and make it run the studies."""
     add = parser.add_argument
@@ -55,7 +45,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"what to measure: {', '.join(STUDIES)} (default: all)")  # fmt: skip
     add("--quick", action="store_true", help="small sizes, few rounds: a smoke check")
     add("--rounds", type=positive_int_arg, metavar="N", help="rounds of every study")
-    add("--backends", type=backend_specs_arg, metavar="LIST",
+    add("--backends", type=backends_arg, metavar="LIST",
         help=f"drivers, prefixes allowed (debug:epoll) (default: {','.join(DRIVERS)})")  # fmt: skip
     for flag, kind, metavar, what in _SIZES:
         default = FULL[flag[2:].replace("-", "_")]
