@@ -100,6 +100,7 @@ class Listener:
             self._resume.cancel()
             self._resume = None
         self.sock.close()
+        self.fd = -1  # start() refuses from now on: the number may belong to another file
 
     def ready(self, mask: int) -> None:
         """Accept up to ``ACCEPT_BATCH`` connections."""

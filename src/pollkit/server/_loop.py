@@ -1,26 +1,28 @@
 """The loop: one ``poll()`` at a time, dispatched to per-fd handlers, timed by a heap.
 
-What it does each turn, and why in that order:
+What it does each turn, and why:
 
-1. **Timers due run first.**  ``call_later()`` pushes ``(when, seq, Timer)``
-   onto a ``heapq``; the nearest ``when`` becomes the ``poll()`` timeout, so
-   an idle server sleeps until its next deadline and never spins.
+1. **The ``poll()`` timeout comes from a timer heap.**  ``call_later()``
+   pushes ``(when, seq, Timer)`` onto a ``heapq``; the nearest ``when``
+   becomes the timeout, so an idle server sleeps until its next deadline
+   and never spins; with no timer it blocks until an event or ``wakeup()``.
    ``Timer.cancel()`` only marks the entry (lazy deletion): removing it from
    the middle of a heap costs O(n), skipping it when it surfaces costs
    nothing; when most entries are cancelled the heap is rebuilt.  A timer
-   runs no earlier than its delay (the clock is read after ``poll()``
-   returns and a driver rounds its timeout up, never down).
-2. **Deferred callbacks run next**: ``connection_lost()`` for connections
-   closed during the last turn (a close never calls the protocol from inside
-   the callback that caused it), then what other threads handed to
-   ``call_soon_threadsafe()`` (a ``deque``: ``append``/``popleft`` are
-   atomic, then ``Poller.wakeup()`` ends a blocked ``poll()``).  Work left
-   pending makes the next ``poll()`` not block.
-3. **``poll()``, then dispatch.**  A ready fd is looked up first among the
-   connections (``dict[int, Transport]``), then among the other handlers
+   runs no earlier than its delay (its deadline is compared with the clock
+   read after ``poll()`` returns, and a driver rounds its timeout up).
+2. **Dispatch.**  A ready fd is looked up first among the connections
+   (``dict[int, Transport]``), then among the other handlers
    (``dict[int, handler(mask)]``: the listening socket, the signal pipe,
    the application's readers, a worker's control pipe).  An fd found in
-   neither was closed earlier in the same batch: skipped.
+   neither was closed earlier in the same batch: skipped.  A handler that
+   raises is logged; the server goes on.
+3. **Then timers due, then deferred callbacks**: ``connection_lost()`` for
+   the connections closed during the turn (a close never calls the protocol
+   from inside the callback that caused it), then what other threads handed
+   to ``call_soon_threadsafe()`` (a ``deque``: ``append``/``popleft`` are
+   atomic, then ``Poller.wakeup()`` ends a blocked ``poll()``).  Work left
+   pending makes the next ``poll()`` not block.
 
 The read path of a connection is written out in the loop itself rather than
 behind a method call: it is the path every message takes (one ``recv()``,
@@ -29,9 +31,10 @@ and a call per message is a measurable share of an echo's cost.  Everything
 else (pending output, a buffered protocol, a closing connection, failure
 bits) goes through ``Transport._ready()``.
 
-The loop reads the clock once per turn, and only when something needs it
-(an idle timeout, or timers): a connection's ``last_active`` is that turn's
-time, shared by every connection served in it.
+The loop reads the clock only when something needs it: once per turn for
+idle timeouts (a connection's ``last_active`` is that turn's time, shared by
+every connection served in it), and around ``poll()`` while timers are
+pending.  An echo server without timeouts reads it never.
 
 **No assumption about what ``poll()`` returns.**  The layer runs on any
 :class:`~pollkit.Poller`, wrappers included (``debug:``, ``chaos:``): one

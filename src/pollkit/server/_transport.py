@@ -498,30 +498,7 @@ class Transport:
         sock = self._sock
         protocol = self._protocol
         if self._slow & _SLOW_BUFFERED:
-            try:
-                buffer = protocol.get_buffer(READ_SIZE)  # type: ignore[attr-defined]  # _SLOW_BUFFERED
-                view = buffer if type(buffer) is bytearray else memoryview(buffer).cast("B")
-                size = min(len(view), READ_SIZE)
-                if not size:
-                    raise RuntimeError("get_buffer() returned an empty buffer")
-            except Exception as exc:  # noqa: BLE001  # aborts this connection only
-                self._callback_failed(exc, "get_buffer")
-                return
-            try:
-                received = sock.recv_into(view, size)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._fail(exc)
-                return
-            if not received:
-                self._end_of_input()
-                return
-            self._last_active = self._server._now
-            try:
-                protocol.buffer_updated(received)  # type: ignore[attr-defined]  # _SLOW_BUFFERED
-            except Exception as exc:  # noqa: BLE001  # aborts this connection only
-                self._callback_failed(exc, "buffer_updated")
+            self._read_into_buffer(sock, protocol)
             return
         try:
             data = sock.recv(READ_SIZE)
@@ -538,6 +515,50 @@ class Transport:
             protocol.data_received(data)  # type: ignore[attr-defined]  # not buffered: a Protocol
         except Exception as exc:  # noqa: BLE001  # aborts this connection only
             self._callback_failed(exc, "data_received")
+
+    def _read_into_buffer(self, sock: socket.socket, protocol: Any) -> None:
+        """A buffered protocol's read: ``get_buffer()``, ``recv_into()``, ``buffer_updated()``."""
+        view: memoryview | None = None
+        try:
+            buffer = protocol.get_buffer(READ_SIZE)
+            if type(buffer) is bytearray:
+                target: bytearray | memoryview = buffer
+                size = len(buffer)
+            else:
+                view = memoryview(buffer)
+                if view.readonly:
+                    raise RuntimeError(f"get_buffer() returned a read-only {type(buffer).__name__}")
+                target = view if view.format == "B" and view.ndim == 1 else view.cast("B")
+                size = target.nbytes
+            if not size:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+        except Exception as exc:  # noqa: BLE001  # aborts this connection only
+            if view is not None:
+                view.release()
+            self._callback_failed(exc, "get_buffer")
+            return
+        try:
+            received = sock.recv_into(target, min(size, READ_SIZE))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(exc)
+            return
+        finally:
+            # Released at once: a view left alive would stop the protocol
+            # from resizing its own bytearray (BufferError).
+            if target is not buffer:
+                target.release()  # type: ignore[union-attr]  # only views get here
+            if view is not None:
+                view.release()
+        if not received:
+            self._end_of_input()
+            return
+        self._last_active = self._server._now
+        try:
+            protocol.buffer_updated(received)
+        except Exception as exc:  # noqa: BLE001  # aborts this connection only
+            self._callback_failed(exc, "buffer_updated")
 
     def _end_of_input(self) -> None:
         self._flags |= _EOF_IN
