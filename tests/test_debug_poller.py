@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ERROR, PROMPT, READ, WRITE, drain
-from debug_helpers import Delegating, debug_poller, debug_spec
+from debug_helpers import Delegating, PollkitDebugWarning, debug_poller, debug_spec
 from pollkit import (
     FileDescriptorLike,
     InvalidArgumentError,
@@ -234,12 +234,21 @@ _CLIENTS = 4
 _BYTES_PER_CLIENT = 1024 * 1024
 
 
+@pytest.mark.parametrize("wrappers", ["debug", "chaos:debug", "debug:chaos"])
 @pytest.mark.timeout(60)
-def test_busy_echo_server_draws_nothing(poller_backend: str) -> None:
-    """Several clients stream megabytes through an echo server on a debug poller."""
+def test_busy_echo_server_draws_nothing(
+    poller_backend: str, wrappers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several clients stream megabytes through an echo server on a debug poller.
+
+    Also with chaos around it (debug sees the driver's results) and inside
+    it (debug sees chaos's spurious, split and early results).
+    """
+    monkeypatch.setenv("POLLKIT_CHAOS_SEED", "862")
     payload = os.urandom(_BYTES_PER_CLIENT)
     failures: list[BaseException] = []
-    with debug_poller(poller_backend) as poller, EchoServer(poller, "127.0.0.1", 0) as server:
+    poller = open_poller(f"{wrappers}:{_driver(poller_backend)}")
+    with poller, EchoServer(poller, "127.0.0.1", 0) as server:
 
         def serve() -> None:
             try:
@@ -297,3 +306,8 @@ def _stream(address: tuple[str, int], payload: bytes, driver: str) -> list[bytes
 def test_debug_spec_wraps_the_plain_driver() -> None:
     assert debug_spec("chaos:debug:poll") == "debug:poll"
     assert debug_spec("select") == "debug:select"
+
+
+def test_the_warning_is_a_user_warning() -> None:
+    """So ``-W error::UserWarning`` and default filters treat it as users expect."""
+    assert issubclass(PollkitDebugWarning, UserWarning)
