@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import harness
 from .harness import Progress, cell, paired_ratios, percentile, serpentine, summarize, table
 
 __all__ = ["Contender", "ServerProcess", "choose_cpus", "connect_many", "describe",
@@ -84,7 +85,7 @@ class ServerProcess:
             deadline = time.monotonic() + 20
             while _refused(host, self.port):
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name} did not start: {self.log_tail()}")
+                    raise harness.BenchError(f"{self.name} did not start: {self.log_tail()}")
                 time.sleep(0.05)  # a port that is not open yet gives no event to wait on
         except BaseException:
             self.stop()

@@ -18,7 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Progress", "cell", "judge", "machine_info", "paired_ratios", "percentile",
+from ..errors import PollkitError
+
+__all__ = ["BenchError", "Progress", "cell", "judge", "machine_info", "paired_ratios", "percentile",
            "run_studies", "serpentine", "summarize", "table", "table_text", "verdict",
            "write_json"]  # fmt: skip
 
@@ -137,6 +139,10 @@ def run_studies(runners: Mapping[str, Callable[[], dict[str, Any]]], settings: d
     if json_path is not None:
         progress.note(f"wrote {write_json(json_path, document)} ({document['seconds']:.0f} s)")
     return document
+
+
+class BenchError(PollkitError, RuntimeError):
+    """A study could not run (a server did not start, a contender misreported)."""
 
 
 class Progress:
