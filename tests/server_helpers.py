@@ -433,7 +433,9 @@ class CallLog:
         return self.made()[:count]
 
     def made(self) -> list[Recorder]:
-        return [p for p in self.protocols if p.names()[:1] == ["connection_made"]]
+        """The protocols whose ``connection_made()`` has returned (hooks included)."""
+        with self.condition:
+            return [p for p in self.protocols if "connection_made" in p.returned]
 
     def summary(self) -> list[list[str]]:
         return [p.names() for p in self.protocols]
@@ -450,6 +452,8 @@ class Recorder(Protocol):
         self.log = log
         self.transport: Transport | None = None
         self.calls: list[tuple[str, Any]] = []
+        #: Names of the callbacks that have returned (or raised), in order.
+        self.returned: list[str] = []
         self.received = bytearray()
         self.threads: set[str] = set()
         self.depth = 0
@@ -472,6 +476,7 @@ class Recorder(Protocol):
         finally:
             self.depth -= 1
             with self.log.condition:
+                self.returned.append(name)
                 self.log.condition.notify_all()
 
     def connection_made(self, transport: Transport) -> None:
@@ -513,7 +518,10 @@ class Recorder(Protocol):
         return found[0]
 
     def wait_for(self, name: str, count: int = 1, timeout: float = PROMPT) -> None:
-        self.log.wait(lambda: self.count(name) >= count, f"{count} x {name}", timeout)
+        """Wait until ``name`` has been called, and has returned, ``count`` times."""
+        self.log.wait(
+            lambda: self.returned.count(name) >= count, f"{count} x {name} returned", timeout
+        )
 
     def wait_received(self, size: int, timeout: float = PROMPT) -> bytes:
         self.log.wait(lambda: len(self.received) >= size, f"{size} bytes received", timeout)

@@ -18,7 +18,7 @@ import pytest
 
 from echo_helpers import connect, exchange, read_to_eof, recv_exactly
 from pollkit import Events, Poller
-from pollkit.server import BufferedProtocol, Protocol
+from pollkit.server import BufferedProtocol, Protocol, Server, Transport
 from server_helpers import (
     BufferedFrameCounter,
     CallLog,
@@ -32,6 +32,7 @@ from server_helpers import (
     lines_payload,
     on_loop,
     pattern,
+    running,
     serving,
     settle,
 )
@@ -207,3 +208,39 @@ def test_ipv6_lines_come_back_byte_for_byte(poller: Poller) -> None:
         with connect(server.address) as sock:
             (reply,) = exchange([sock], [payload])
     assert reply == payload.upper()
+
+
+@pytest.mark.timeout(30)
+def test_extra_info_names_both_ends(poller: Poller) -> None:
+    def note(protocol: Recorder, transport: Transport) -> None:
+        protocol.notes["peername"] = transport.get_extra_info("peername")
+        protocol.notes["sockname"] = transport.get_extra_info("sockname")
+        protocol.notes["socket"] = transport.get_extra_info("socket").getsockname()
+        protocol.notes["other"] = transport.get_extra_info("no such thing", "default")
+
+    log = CallLog(connection_made=note)
+    with serving(poller, log.factory) as server, connect(server.address) as sock:
+        (protocol,) = log.wait_protocols(1)
+        log.wait(lambda: len(protocol.notes) == 4, "connection_made() has returned")
+        assert protocol.notes == {
+            "peername": sock.getsockname(),
+            "sockname": server.address,
+            "socket": server.address,
+            "other": "default",
+        }
+
+
+@pytest.mark.timeout(30)
+def test_two_servers_share_a_port_with_reuse_port(poller_factory: Callable[[], Poller]) -> None:
+    first_poller, second_poller = poller_factory(), poller_factory()
+    with (
+        serving(first_poller, UpperLines, reuse_port=True) as first,
+        Server(second_poller, UpperLines, "127.0.0.1", first.address[1], reuse_port=True) as second,
+        running(second, second_poller),
+    ):
+        assert second.address == first.address
+        for index in range(8):  # whichever server the kernel picks answers
+            with connect(first.address) as sock:
+                sock.sendall(b"line %d\n" % index)
+                assert recv_exactly(sock, 7) == b"LINE %d\n" % index
+        assert first.stats().accepted + second.stats().accepted == 8

@@ -15,10 +15,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from echo_helpers import PROMPT, connect, recv_exactly, sees_eof
+from echo_helpers import PROMPT, connect, recv_exactly, sees_eof, wait_until
 from pollkit import Poller
 from pollkit.server import Server, Transport
-from server_helpers import CallLog, Recorder, UpperLines, check_lifecycle, on_loop, serving
+from server_helpers import (
+    BufferedFrameCounter,
+    CallLog,
+    Recorder,
+    UpperLines,
+    check_lifecycle,
+    frame,
+    frame_replies,
+    on_loop,
+    serving,
+)
 
 LOGGER = "pollkit.server"
 
@@ -211,3 +221,54 @@ def test_an_error_in_one_connection_does_not_reach_others_in_the_same_turn(
                 sock.close()
     lost = [p for p in log.protocols if isinstance(p.argument("connection_lost"), Boom)]
     assert len(lost) == 1
+
+
+class FailingBuffered(BufferedFrameCounter):
+    """A BufferedProtocol whose ``get_buffer()`` or ``buffer_updated()`` raises once."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+        self.error: Boom | None = None
+        self.lost: list[Exception | None] = []
+
+    def _maybe_fail(self, name: str) -> None:
+        if name == self.where and self.error is None:
+            self.error = Boom(f"{name} failed")
+            raise self.error
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        self._maybe_fail("get_buffer")
+        return super().get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._maybe_fail("buffer_updated")
+        super().buffer_updated(nbytes)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.append(exc)
+
+
+@pytest.mark.parametrize("where", ["get_buffer", "buffer_updated"])
+@pytest.mark.timeout(30)
+def test_a_raising_buffered_protocol_aborts_only_its_connection(
+    poller: Poller, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    made: list[FailingBuffered] = []
+
+    def factory() -> BufferedFrameCounter:
+        # The first connection fails; the next ones are plain frame counters.
+        made.append(FailingBuffered(where if not made else "nowhere"))
+        return made[-1]
+
+    with serving(poller, factory) as server, connect(server.address) as failing:
+        failing.sendall(frame(b"first"))
+        assert sees_eof(failing)
+        wait_until(lambda: made[0].lost, what="connection_lost() of the failing connection")
+        with connect(server.address) as other:
+            other.sendall(frame(b"second"))
+            assert recv_exactly(other, 8) == frame_replies([b"second"])
+    error = made[0].error
+    assert error is not None
+    assert made[0].lost == [error]
+    assert len(logged(caplog, error)) == 1
