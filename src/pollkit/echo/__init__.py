@@ -1,9 +1,10 @@
 """The echo server and client (RFC 862), written only against :class:`~pollkit.Poller`.
 
 :class:`EchoServer` serves TCP (or UDP) on any driver and survives slow,
-broken and hostile clients; :class:`EchoClient` sends and receives at once and
-reads every byte of the echo.  ``pollkit echo`` and ``pollkit client`` are
-their command lines.
+broken and hostile clients: it is one small protocol on :mod:`pollkit.server`,
+whose defences it uses as they are.  :class:`EchoClient` sends and receives at
+once and reads every byte of the echo.  ``pollkit echo`` and ``pollkit
+client`` are their command lines.
 """
 
 from __future__ import annotations
