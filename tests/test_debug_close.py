@@ -82,3 +82,15 @@ def test_closing_every_fd_then_the_poller_draws_nothing(
         ours.close()
     assert poller.open_registrations() == []
     poller.close()
+
+
+@pytest.mark.timeout(30)
+def test_close_lists_a_bounded_number_of_fds(
+    poller_backend: str, make_socketpair: Callable[[], SocketPair]
+) -> None:
+    pairs = [make_socketpair() for _ in range(25)]
+    poller = open_poller(debug_spec(poller_backend))
+    for ours, _ in pairs:
+        poller.register(ours, READ)
+    with pytest.warns(PollkitDebugWarning, match=r"still watches 25 fd\(s\): .*; and 5 more;"):
+        poller.close()

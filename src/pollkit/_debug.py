@@ -198,6 +198,9 @@ def _file_kind(mode: int) -> str:
     return "anonymous-inode file (eventfd, timerfd, signalfd, epoll...)"
 
 
+#: How many leftover registrations close()'s warning lists by name.
+_LISTED_AT_CLOSE = 20
+
 #: What :meth:`DebugPoller._identity_change` says of a closed fd.
 _CLOSED = "closed"
 
@@ -444,9 +447,12 @@ class DebugPoller(Poller):
             if os.getpid() == self._pid and not self._inner.closed:
                 left = self.open_registrations()
                 if left:
+                    listed = "; ".join(left[:_LISTED_AT_CLOSE])
+                    if len(left) > _LISTED_AT_CLOSE:
+                        listed += f"; and {len(left) - _LISTED_AT_CLOSE} more"
                     _warn(
                         f"closing the {self.name} poller while it still watches "
-                        f"{len(left)} fd(s): {'; '.join(left)}; unregister() each fd "
+                        f"{len(left)} fd(s): {listed}; unregister() each fd "
                         "before closing the poller (and before closing the fd)"
                     )
         finally:
