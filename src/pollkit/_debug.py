@@ -64,10 +64,15 @@ The checks, and the facts they rest on:
    grace period keeps "register, then ``wakeup()``" silent even when the
    registering thread is descheduled between the two calls.
 
-Cost: per ``poll()``, one lock, one pass over the reported fds (a dict lookup,
-an ``fstat`` and a counter each), and for fds in a long streak one ``ioctl``
-or ``getsockopt``.  ``register()`` adds an ``fstat``, an ``fcntl`` and a frame
-walk.  The plain drivers are untouched.
+Cost: per ``poll()``, a non-blocking lock and one pass over the reported fds
+(a dict lookup, an ``fstat`` and a counter each).  Only an fd reported on
+more than :data:`_SAMPLE_AFTER` consecutive calls is sampled, on each further
+report: for TCP two ``ioctl`` calls and a ``TCP_INFO`` ``getsockopt``; for a
+pipe or AF_UNIX socket one ``ioctl`` (and a ``poll(0)`` probe when READ comes
+with nothing queued); nothing for other kinds.  A busy streaming connection
+is such an fd, so that is the price of a busy loop; an idle or bursty one
+pays only the ``fstat``.  ``register()`` adds an ``fstat``, an ``fcntl``, a
+socket-type probe and a frame walk.  The plain drivers are untouched.
 """
 
 from __future__ import annotations
