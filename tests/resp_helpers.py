@@ -146,3 +146,20 @@ def receive_all(sock: socket.socket, limit: int = 64 * 1024 * 1024) -> bytes:
         received += chunk
         assert len(received) <= limit, f"more than {limit} bytes and no EOF"
     return bytes(received)
+
+
+def receive_until_closed(sock: socket.socket, limit: int = 64 * 1024 * 1024) -> bytes:
+    """As :func:`receive_all`, but a reset after the data also ends it.
+
+    For a peer that was still sending when the server closed: the server's
+    kernel answers the late bytes with RST, and Linux still delivers what
+    had arrived before it.
+    """
+    received = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+            assert len(received) <= limit, f"more than {limit} bytes and no EOF"
+    except ConnectionResetError:
+        pass
+    return bytes(received)
