@@ -334,7 +334,6 @@ class DebugPoller(Poller):
         self._watches: dict[int, _Watch] = {}
         self._calls = 0
         self._pid = os.getpid()
-        self._ioctl_buffer = bytearray(4)
         # poll() ownership: the lock is held while a thread is in poll().
         self._poll_lock = threading.Lock()
         self._poll_thread: int | None = None
@@ -597,7 +596,7 @@ class DebugPoller(Poller):
             probe.detach()
 
     def _level(self, fd: int, request: int = _SIOCINQ) -> int | None:
-        buffer = self._ioctl_buffer
+        buffer = bytearray(4)  # one per call: register() may run in another thread
         try:
             fcntl.ioctl(fd, request, buffer, True)
         except OSError:
