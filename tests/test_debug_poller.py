@@ -49,7 +49,7 @@ def test_name_and_features_are_the_wrapped_drivers(poller_backend: str) -> None:
         assert poller.features == plain.features
         assert isinstance(poller, Poller)
         assert isinstance(poller, DebugPoller)
-        assert poller.wrapped.name == driver
+        assert poller.inner.name == driver
         assert repr(poller).startswith("<DebugPoller around <")
 
 

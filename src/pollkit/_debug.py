@@ -481,7 +481,7 @@ class DebugPoller(Poller):
         return lines
 
     @property
-    def wrapped(self) -> Poller:
+    def inner(self) -> Poller:
         """The poller this one wraps (a driver, or another checking wrapper)."""
         return self._inner
 
