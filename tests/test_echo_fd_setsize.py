@@ -20,6 +20,7 @@ from echo_helpers import ServerProcess, connect, recv_exactly, sees_eof
 SCRIPT = """
 import logging, os, resource, signal, sys, threading
 from pollkit import open_poller
+from pollkit._backends import parse_backend
 from pollkit.echo import EchoServer
 
 _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -55,7 +56,7 @@ def test_fd_above_fd_setsize(poller_backend: str) -> None:
         [poller_backend], backend=poller_backend, script=SCRIPT, stdin=subprocess.PIPE
     ) as server:
         address = server.wait_listening()
-        if poller_backend == "select":
+        if parse_backend(poller_backend).driver == "select":
             for _ in range(2):
                 with connect(address) as refused:
                     refused.sendall(b"hello")
@@ -68,7 +69,7 @@ def test_fd_above_fd_setsize(poller_backend: str) -> None:
         server.signal(signal.SIGTERM)
         assert server.wait() == 0, server.output()
     warnings = [line for line in server.stderr if line.startswith("WARNING")]
-    if poller_backend == "select":
+    if parse_backend(poller_backend).driver == "select":
         assert len(warnings) == 1, server.output()
         assert "FD_SETSIZE" in warnings[0]
     else:

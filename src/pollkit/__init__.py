@@ -19,6 +19,7 @@ from .errors import InvalidArgumentError as InvalidArgumentError
 from .errors import NotRegisteredError as NotRegisteredError
 from .errors import PollerClosedError as PollerClosedError
 from .errors import PollerForkedError as PollerForkedError
+from .errors import PollkitDebugWarning as PollkitDebugWarning
 from .errors import PollkitError as PollkitError
 from .errors import UnsupportedFeatureError as UnsupportedFeatureError
 
@@ -39,6 +40,7 @@ __all__ = [
     "Poller",
     "PollerClosedError",
     "PollerForkedError",
+    "PollkitDebugWarning",
     "PollkitError",
     "Registration",
     "SelectPoller",

@@ -94,7 +94,7 @@ from ._backends import parse_backend
 from ._base import FileDescriptorLike, Poller, Registration, to_fd
 from ._events import Events
 from ._validate import positive_int
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, PollkitDebugWarning
 
 if TYPE_CHECKING:
     from types import FrameType, TracebackType
@@ -102,15 +102,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["DebugPoller", "PollkitDebugWarning"]
-
-
-class PollkitDebugWarning(UserWarning):
-    """Misuse of a poller, found by the ``debug:`` wrapper.
-
-    The message names the fd, what was seen, what to do, and the
-    ``file:line`` of the fd's ``register()``.  Turn it into an error in a
-    test suite with ``-W error::pollkit.PollkitDebugWarning``.
-    """
 
 
 #: Consecutive reports after which an fd starts being sampled for progress.

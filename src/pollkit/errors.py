@@ -17,6 +17,7 @@ __all__ = [
     "NotRegisteredError",
     "PollerClosedError",
     "PollerForkedError",
+    "PollkitDebugWarning",
     "PollkitError",
     "UnsupportedFeatureError",
 ]
@@ -75,4 +76,13 @@ class PollerForkedError(PollkitError, RuntimeError):
     Its kernel object is shared with the parent, so using it here would
     change what the parent watches.  Only ``close()`` is allowed; open a new
     poller in the child.
+    """
+
+
+class PollkitDebugWarning(UserWarning):
+    """Misuse of a poller, found by the ``debug:`` wrapper.
+
+    The message names the fd, what was seen, what to do, and the
+    ``file:line`` of the fd's ``register()``.  Turn it into an error in a
+    test suite with ``-W error::pollkit.PollkitDebugWarning``.
     """

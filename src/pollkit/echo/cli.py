@@ -449,3 +449,4 @@ def _stdin_lines(backend: str | None) -> Iterator[bytes]:
                 del buffer[:end]
         finally:
             signals.close()
+            poller.unregister(fd)  # unregister before close, as debug: checks
