@@ -16,11 +16,11 @@ import subprocess
 import pytest
 
 from echo_helpers import ServerProcess, connect, recv_exactly, sees_eof
+from pollkit._backends import parse_backend
 
 SCRIPT = """
 import logging, os, resource, signal, sys, threading
 from pollkit import open_poller
-from pollkit._backends import parse_backend
 from pollkit.echo import EchoServer
 
 _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
