@@ -225,6 +225,7 @@ def test_modify_closed_fd_raises_oserror_and_keeps_the_registration(
     assert len(poller) == 0
 
 
+@pytest.mark.pollkit_exact  # asserts one poll() call's exact result
 def test_fd_as_int_or_object_with_fileno(poller: Poller, socketpair: SocketPair) -> None:
     left, right = socketpair
     holder = FilenoHolder(right.fileno())
@@ -274,6 +275,7 @@ def test_unknown_bits_above_the_events_flags_are_refused(
     assert left not in poller
 
 
+@pytest.mark.pollkit_exact  # asserts one poll() call's exact result
 def test_events_members_and_plain_ints_are_the_same_mask(
     poller: Poller, socketpair: SocketPair
 ) -> None:

@@ -91,6 +91,7 @@ def test_fileno_where_there_is_a_kernel_object(
             poller.fileno()
 
 
+@pytest.mark.pollkit_exact  # asserts one poll() call's exact result
 def test_context_manager_closes(
     poller_factory: Callable[[], Poller], socketpair: SocketPair
 ) -> None:

@@ -15,6 +15,9 @@ import pytest
 from conftest import CLOCK_EPSILON, INVALID, READ, WRITE, SocketPair, masks_by_fd
 from pollkit import NotRegisteredError, Poller
 
+# Each test asserts one poll() call's exact result, which chaos: varies on purpose.
+pytestmark = pytest.mark.pollkit_exact
+
 #: Drivers whose kernel call tells of a closed fd (``POLLNVAL``, ``EBADF``).
 REPORTS_INVALID = {"poll", "select"}
 

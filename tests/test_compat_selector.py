@@ -25,6 +25,9 @@ from conftest import CLOCK_EPSILON, PROMPT, SocketPair, drain, fill_send_buffer
 from pollkit import BackendUnavailableError, FdOutOfRangeError, PollerClosedError
 from pollkit.compat import PollerSelector
 
+# Each test asserts one poll() call's exact result, which chaos: varies on purpose.
+pytestmark = pytest.mark.pollkit_exact
+
 AnySelector = PollerSelector | selectors.BaseSelector
 
 

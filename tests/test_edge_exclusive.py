@@ -14,6 +14,9 @@ import pytest
 from conftest import READ, WRITE, SocketPair, drain, masks_by_fd
 from pollkit import Poller, Registration, UnsupportedFeatureError
 
+# Each test asserts one poll() call's exact result, which chaos: varies on purpose.
+pytestmark = pytest.mark.pollkit_exact
+
 #: The drivers whose kernel facility has each mode.
 NATIVE = {"edge": {"epoll"}, "exclusive": {"epoll"}}
 

@@ -26,7 +26,7 @@ from pollkit import (
     Registration,
 )
 
-pytestmark = pytest.mark.pollkit_backends("epoll")
+pytestmark = [pytest.mark.pollkit_backends("epoll"), pytest.mark.pollkit_exact]
 
 
 @pytest.fixture

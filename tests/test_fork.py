@@ -127,6 +127,7 @@ def test_child_can_only_close_the_parents_poller(poller: Poller, socketpair: Soc
     assert masks_by_fd(poller.poll(1.0)) == {left.fileno(): READ}
 
 
+@pytest.mark.pollkit_exact  # asserts one poll() call's exact result
 @pytest.mark.timeout(30)
 def test_child_close_does_not_change_what_the_parent_watches(
     poller: Poller, make_socketpair: Callable[[], SocketPair]
@@ -166,6 +167,7 @@ def test_parent_wakeup_still_works_after_the_child_closed(poller: Poller) -> Non
     assert time.monotonic() - started < PROMPT
 
 
+@pytest.mark.pollkit_exact  # asserts one poll() call's exact result
 @pytest.mark.timeout(30)
 def test_child_can_open_its_own_poller(
     poller: Poller, poller_backend: str, socketpair: SocketPair

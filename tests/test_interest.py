@@ -27,6 +27,9 @@ from conftest import (
 )
 from pollkit import Events, Poller, UnsupportedFeatureError
 
+# Each test asserts one poll() call's exact result, which chaos: varies on purpose.
+pytestmark = pytest.mark.pollkit_exact
+
 
 def _only_registered_bits(mask: int, registered: int) -> None:
     assert mask & ~(registered | OUTPUT_ONLY) == 0, (

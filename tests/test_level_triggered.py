@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from conftest import READ, WRITE, drain, masks_by_fd
 from pollkit import Poller
+
+# Each test asserts one poll() call's exact result, which chaos: varies on purpose.
+pytestmark = pytest.mark.pollkit_exact
 
 
 def test_read_readiness_is_reported_until_drained(

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from conftest import READ, WRITE, SocketPair, masks_by_fd
 from pollkit import Poller, Registration
+
+# Each test asserts one poll() call's exact result, which chaos: varies on purpose.
+pytestmark = pytest.mark.pollkit_exact
 
 
 def test_every_driver_has_oneshot(poller: Poller) -> None:

@@ -11,7 +11,7 @@ import pytest
 from conftest import CLOCK_EPSILON, INVALID, READ, READ_HANGUP, WRITE, SocketPair, masks_by_fd
 from pollkit import Poller, UnsupportedFeatureError
 
-pytestmark = pytest.mark.pollkit_backends("poll")
+pytestmark = [pytest.mark.pollkit_backends("poll"), pytest.mark.pollkit_exact]
 
 
 def test_raw_poll_busy_loops_on_a_closed_fd(socketpair: SocketPair) -> None:

@@ -21,7 +21,7 @@ from pollkit import (
     available_backends,
 )
 
-pytestmark = pytest.mark.pollkit_backends("select")
+pytestmark = [pytest.mark.pollkit_backends("select"), pytest.mark.pollkit_exact]
 
 
 def test_raw_select_fails_for_everyone_on_one_closed_fd(

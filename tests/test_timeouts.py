@@ -21,6 +21,9 @@ import pytest
 from conftest import CLOCK_EPSILON, PROMPT, READ, SocketPair, signal_shower
 from pollkit import Poller
 
+# Each test asserts one poll() call's exact result, which chaos: varies on purpose.
+pytestmark = pytest.mark.pollkit_exact
+
 
 def _timed_poll(poller: Poller, timeout: float | None) -> tuple[list[tuple[int, int]], float]:
     started = time.monotonic()

@@ -18,6 +18,9 @@ import pytest
 from conftest import PROMPT, READ, SocketPair, masks_by_fd, open_fds, signal_shower
 from pollkit import Poller
 
+# Each test asserts one poll() call's exact result, which chaos: varies on purpose.
+pytestmark = pytest.mark.pollkit_exact
+
 
 @pytest.mark.timeout(10)
 def test_wakeup_from_another_thread_unblocks_poll_none(poller: Poller) -> None:
