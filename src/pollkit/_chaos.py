@@ -685,6 +685,27 @@ class ChaosPoller(Poller):
         if not must_go and timeout != 0 and self._chance(self._early_rate):
             return []
         ready: dict[int, int] = dict(due)
+        try:
+            return self._wait(ready, must_go, timeout, deadline, max_events)
+        except BaseException:
+            # A signal handler raised in the driver's wait: what this call
+            # took over from earlier ones must not be lost with it.
+            with self._lock:
+                self._owed |= must_go
+                for fd, mask in due:
+                    if fd in self._regs and not mask & _INVALID:
+                        self._kept[fd] = (mask, self._generation.get(fd, 0))
+            raise
+
+    def _wait(
+        self,
+        ready: dict[int, int],
+        must_go: set[int],
+        timeout: float | None,
+        deadline: float | None,
+        max_events: int | None,
+    ) -> list[tuple[int, int]]:
+        """Ask the inner poller until something may go out, the timeout or a wakeup."""
         must_not_block = bool(must_go)
         for _ in range(_MAX_INNER_CALLS):
             room = None if max_events is None else max_events - len(ready)
