@@ -250,7 +250,7 @@ class DatagramServer(LoopBase):
                 protocol.datagram_received(data, peer)
             except Exception:  # logged; the server goes on
                 log.exception("%s.datagram_received() raised", type(protocol).__name__)
-            if not self._events & _READ:
+            if not self._events & _READ or self._stop_requested:
                 return  # the queue passed max_buffer, or a stop began
 
     def _error(self, exc: OSError) -> None:

@@ -104,10 +104,11 @@ class Listener:
 
     def ready(self, mask: int) -> None:
         """Accept up to ``ACCEPT_BATCH`` connections."""
-        if self._server._stop_requested:
+        server = self._server
+        if server._stop_requested:
             return  # shutdown() was called: the drain closes this socket next
         accept = self.sock.accept
-        admit = self._server._admit
+        admit = server._admit
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, peer = accept()
@@ -124,7 +125,7 @@ class Listener:
                 self._backoff = _BACKOFF_FIRST
                 log.info("accepting connections again")
             admit(sock, peer)
-            if not self.registered:
+            if not self.registered or server._stop_requested:
                 return  # stopped meanwhile (a shutdown from a callback)
 
     def _pause(self, exc: OSError) -> None:
