@@ -44,7 +44,7 @@ from ._signals import SignalWakeup
 
 __all__ = ["add_commands"]
 
-log = logging.getLogger("pollkit.echo")
+log: logging.Logger = logging.getLogger("pollkit.echo")
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
