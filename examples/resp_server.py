@@ -6,8 +6,9 @@ Run it as::
 
 and talk to it with ``redis-cli`` or ``redis-benchmark -t ping,set,get``.  It
 prints ``listening on HOST:PORT`` once it accepts connections (``--port 0``
-picks a free port and prints it), and stops gracefully on SIGINT or SIGTERM
-(a second signal stops it at once), exiting 0.
+picks a free port and prints it), and stops gracefully on SIGINT or SIGTERM,
+exiting 0; a second signal stops it at once, with status 128 + its number
+(as ``pollkit echo`` does).
 
 Commands (names in any case): ``PING [message]``, ``ECHO message``,
 ``SET key value``, ``GET key``, ``DEL key [key ...]``, ``EXISTS key [key
@@ -58,7 +59,13 @@ from pollkit import open_poller
 from pollkit._validate import port_arg, positive_int_arg, seconds_arg
 from pollkit.cli import ArgumentParser, backend_argument
 from pollkit.errors import PollkitError
-from pollkit.server import DEFAULT_MAX_CLIENTS, Protocol, Server, Transport
+from pollkit.server import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_MAX_CLIENTS,
+    Protocol,
+    Server,
+    Transport,
+)
 
 __all__ = [
     "DEFAULT_MAX_REQUEST",
@@ -625,6 +632,14 @@ def _build_parser() -> ArgumentParser:
         help="close a connection idle this long (default: never)",
     )
     parser.add_argument(
+        "--grace-period",
+        type=seconds_arg(allow_zero=True),
+        default=DEFAULT_GRACE_PERIOD,
+        metavar="SECONDS",
+        help="how long a stop waits for pending replies to be sent "
+        f"(default: {DEFAULT_GRACE_PERIOD:g})",
+    )
+    parser.add_argument(
         "--max-request",
         type=positive_int_arg,
         default=DEFAULT_MAX_REQUEST,
@@ -635,8 +650,11 @@ def _build_parser() -> ArgumentParser:
 
 
 @contextmanager
-def _stop_on_signals(server: Server) -> Iterator[None]:
-    """SIGINT/SIGTERM: the first drains gracefully, a second stops at once."""
+def _stop_on_signals(server: Server) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM: the first drains gracefully, a second stops at once.
+
+    Yields the signals received, in order.
+    """
     received: list[int] = []
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -646,7 +664,7 @@ def _stop_on_signals(server: Server) -> Iterator[None]:
     stop_signals = (signal.SIGINT, signal.SIGTERM)
     previous = {signum: signal.signal(signum, handle) for signum in stop_signals}
     try:
-        yield
+        yield received
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -657,7 +675,7 @@ def _format_address(host: str, port: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until SIGINT/SIGTERM; 0 after a stop, 1 when the server cannot start."""
+    """Serve until SIGINT/SIGTERM; 0 after a graceful stop, 1 when the server cannot start."""
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format=f"{_PROG}: %(levelname)s %(name)s: %(message)s"
@@ -678,18 +696,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.port,
                     max_clients=args.max_clients,
                     idle_timeout=args.idle_timeout,
+                    grace_period=args.grace_period,
                 )
             except OSError as exc:
                 where = _format_address(args.host, args.port)
                 print(f"{_PROG}: error: cannot listen on {where}: {exc}", file=sys.stderr)
                 return 1
-            with server, _stop_on_signals(server):
+            with server, _stop_on_signals(server) as received:
                 print(f"listening on {_format_address(*server.address)}", flush=True)
                 server.serve_forever()
     except PollkitError as exc:  # the driver cannot be opened here, say
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return 128 + received[-1] if len(received) > 1 else 0
 
 
 if __name__ == "__main__":

@@ -336,6 +336,38 @@ def test_a_signal_stops_it_gracefully_with_clients_connected(
         assert receive_all(midway) == b""
 
 
+def _refuses_connections(server: RunningServer) -> bool:
+    try:
+        with server.connect():
+            return False
+    except ConnectionResetError:
+        return False  # queued as the listening socket closed: ask again
+    except ConnectionRefusedError:
+        return True
+
+
+@pytest.mark.timeout(60)
+def test_a_second_signal_stops_it_at_once(poller_backend: str) -> None:
+    value = b"v" * 900_000
+    with (
+        running_resp_server(poller_backend, "--grace-period", "120") as server,
+        server.connect() as reader_who_never_reads,
+    ):
+        _exchange(reader_who_never_reads, encode(b"SET", b"big", value), b"+OK\r\n")
+        # Far more reply than the kernel's buffers and the layer's high-water
+        # mark hold: the drain would wait the whole grace period for this client.
+        reader_who_never_reads.sendall(encode(b"GET", b"big") * 100)
+        server.process.send_signal(signal.SIGTERM)
+        for _ in range(1000):  # the graceful stop closes the listening socket first
+            if _refuses_connections(server):
+                break
+        else:
+            pytest.fail("the listening socket stayed open after SIGTERM")
+        assert server.process.poll() is None, "stopped before the grace period for the replies"
+        status, out, err = server.stop(signal.SIGTERM)  # well before the 120 s grace period
+        assert (status, out, err) == (128 + signal.SIGTERM, b"", b"")
+
+
 # -- the command line ---------------------------------------------------------------------
 
 
