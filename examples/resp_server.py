@@ -76,6 +76,7 @@ __all__ = [
     "execute",
     "main",
     "parse_requests",
+    "split_inline",
 ]
 
 #: Bytes one request may take, by default: its declared sizes and its bytes on the wire.
