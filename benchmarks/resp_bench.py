@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pollkit._backends import DRIVERS
-from pollkit._validate import positive_int_arg, positive_ints_arg
-from pollkit.bench.cli import backend_specs_arg
+from pollkit._validate import backends_arg, positive_int_arg, positive_ints_arg
 from pollkit.bench.echo import Contender, ServerProcess, choose_cpus, server_cpu
 from pollkit.bench.harness import (
     Progress,
@@ -209,7 +208,7 @@ def describe(data: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backends", type=backend_specs_arg, default=list(DRIVERS))
+    parser.add_argument("--backends", type=backends_arg, default=list(DRIVERS))
     parser.add_argument("--pipelines", type=positive_ints_arg, default=[1, 16])
     parser.add_argument("--requests", type=positive_int_arg, default=100_000, help="-n per test")
     parser.add_argument("--rounds", type=positive_int_arg, default=5)

@@ -11,6 +11,7 @@ every byte it sent has come back.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -173,12 +174,17 @@ class EchoClient:
     # -- internals ----------------------------------------------------------------
 
     def _wait(self) -> list[tuple[int, int]]:
-        ready = self._poller.poll(self._timeout)
-        if not ready:
-            raise EchoClientError(
-                f"no reply from {format_address(self._peer)} within {self._timeout:g} s"
-            )
-        return ready
+        # poll() may return empty before its timeout (the contract allows it,
+        # and chaos: does it): only the deadline says the peer is silent.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            ready = self._poller.poll(max(0.0, deadline - time.monotonic()))
+            if ready:
+                return ready
+            if time.monotonic() >= deadline:
+                raise EchoClientError(
+                    f"no reply from {format_address(self._peer)} within {self._timeout:g} s"
+                )
 
     def _watch(self, events: int) -> None:
         if events != self._events:

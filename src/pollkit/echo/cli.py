@@ -432,7 +432,10 @@ def _stdin_lines(backend: str | None) -> Iterator[bytes]:
                     signals.drain()  # the handler (KeyboardInterrupt) runs on its own
                 if fd not in ready:
                     continue
-                chunk = os.read(fd, 65536)  # readable, so this returns at once
+                try:
+                    chunk = os.read(fd, 65536)  # readable, so this returns at once
+                except BlockingIOError:  # a spurious report on a non-blocking stdin
+                    continue
                 if not chunk:
                     if buffer:
                         yield bytes(buffer)
