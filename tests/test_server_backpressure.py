@@ -123,7 +123,7 @@ def send_in_thread(sock: socket.socket, data: bytes) -> threading.Thread:
 @pytest.mark.timeout(60)
 def test_reading_stops_while_output_is_over_high_water(poller: Poller) -> None:
     made = Made(MeasuredUpper)
-    payload = lines_payload(3, 6 * 1024 * 1024)
+    payload = lines_payload(3, 2 * 1024 * 1024)
     with (
         serving(poller, made, max_buffer=HIGH, socket_buffer=KERNEL_BUFFER) as server,
         connect(server.address, rcvbuf=8192) as sock,
