@@ -126,7 +126,7 @@ def test_reading_stops_while_output_is_over_high_water(poller: Poller) -> None:
     payload = lines_payload(3, 2 * 1024 * 1024)
     with (
         serving(poller, made, max_buffer=HIGH, socket_buffer=KERNEL_BUFFER) as server,
-        connect(server.address, rcvbuf=8192) as sock,
+        connect(server.address, rcvbuf=8192, sndbuf=16384) as sock,
     ):
         sent = send_until(sock, payload, lambda: server.stats().paused == 1)
         assert sent < len(payload), "the whole payload went in without a pause"
