@@ -156,7 +156,7 @@ def test_write_interest_only_while_output_is_pending(poller: Poller) -> None:
         return made[-1]
 
     with (
-        serving(poller, factory, max_buffer=64 * 1024) as server,
+        serving(poller, factory, max_buffer=64 * 1024, socket_buffer=16384) as server,
         connect(server.address, rcvbuf=8192) as sock,
     ):
         sock.sendall(b"10\n")
