@@ -52,6 +52,7 @@ from sphinx.util.nodes import nested_parse_with_titles
 
 import pollkit
 import pollkit.cli
+import pollkit.server
 from pollkit import Events, Poller
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,18 @@ _MISSING = object()
 
 #: Third-party packages whose own docs we do not link (no intersphinx offline).
 _UNLINKED_PACKAGES = frozenset({"pytest", "_pytest", "typing_extensions", "sphinx", "docutils"})
+#: Annotations imported from typing_extensions under TYPE_CHECKING, so unqualified.
+_UNLINKED_NAMES = frozenset({"Buffer", "Self"})
+#: The packages whose ``__all__`` the API page documents classes from.
+_PUBLIC_PACKAGES = (pollkit, pollkit.server)
+
+
+def _is_private_server_base(cls: type) -> bool:
+    return (
+        cls.__module__.startswith("pollkit.server.") and cls.__name__ not in pollkit.server.__all__
+    )
+
+
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) | {
     "collections",
     "selectors",
@@ -169,12 +182,11 @@ class ApiDirective(_RstDirective):
         if inspect.isclass(obj):
             if not inspect.getdoc(obj):
                 self._warn(f"class {qualname} has no docstring")
-            return [
-                f".. autoclass:: {qualname}",
-                "   :members:",
-                "   :show-inheritance:",
-                "",
-            ]
+            options = ["   :members:", "   :show-inheritance:"]
+            # Server's methods live in a private base: show them on Server.
+            if any(_is_private_server_base(base) for base in obj.__mro__[1:]):
+                options.append("   :inherited-members:")
+            return [f".. autoclass:: {qualname}", *options, ""]
         if inspect.isroutine(obj):
             if not inspect.getdoc(obj):
                 self._warn(f"function {qualname} has no docstring")
@@ -517,17 +529,21 @@ def _resolve_reference(
     elif "." not in target and node.get("py:class"):
         # A method inherited from a documented base: `wakeup` in EpollPoller's
         # copy of Poller.poll's docstring is pollkit.Poller.wakeup.
-        context = getattr(pollkit, node["py:class"], None)
-        for base in inspect.getmro(context) if inspect.isclass(context) else ():
-            candidates.append(f"pollkit.{base.__name__}.{target}")
+        for package in _PUBLIC_PACKAGES:
+            context = getattr(package, node["py:class"], None)
+            for base in inspect.getmro(context) if inspect.isclass(context) else ():
+                candidates.append(f"{package.__name__}.{base.__name__}.{target}")
+                candidates.append(f"{package.__name__}.{node['py:class']}.{target}")
     for candidate in candidates:
         if candidate in known and candidate != target:
             return python.resolve_xref(
                 env, node["refdoc"], app.builder, node["reftype"], candidate, node, contnode
             )
+    if top == "pollkit" and any(part.startswith("_") for part in target.split(".")):
+        return contnode  # a base in a private module (DriverBase, LoopBase): not documented
     if top == "pollkit":
         return None
-    if top in _STDLIB or top in _UNLINKED_PACKAGES:
+    if top in _STDLIB or top in _UNLINKED_PACKAGES or target in _UNLINKED_NAMES:
         return contnode
     return None
 
