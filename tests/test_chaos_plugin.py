@@ -241,3 +241,51 @@ def test_on_plain_drivers_leaving_an_fd_registered_is_not_an_error(
         *UNRELATED_PLUGINS_OFF, "--pollkit-backend", "poll,chaos:poll", "-W", "ignore"
     )
     result.assert_outcomes(passed=4)
+
+
+MISUSES = """
+    import socket
+
+    import pytest
+
+    from pollkit import Events
+
+    @pytest.fixture
+    def pair():
+        left, right = socket.socketpair()
+        left.setblocking(False)
+        yield left, right
+        left.close()
+        right.close()
+
+    @pytest.mark.pollkit_misuse("leaves a registration, on purpose")
+    def test_leaves_it_on_purpose(pair, poller):
+        poller.register(pair[0], Events.READ)
+
+    @pytest.mark.pollkit_misuse
+    def test_registers_a_blocking_fd_on_purpose(poller):
+        left, right = socket.socketpair()
+        with left, right:
+            poller.register(left, Events.READ)
+            poller.unregister(left)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_pollkit_misuse_runs_quietly_under_debug(pytester: pytest.Pytester) -> None:
+    if importlib.util.find_spec("pollkit._debug") is None:
+        pytest.skip("the debug: wrapper is not built yet")
+    pytester.makepyfile(test_user=MISUSES)
+    # Every warning an error, as in pollkit's own suite: the misuse draws one,
+    # and the mark quiets it.
+    quiet = pytester.runpytest(
+        *UNRELATED_PLUGINS_OFF, "--pollkit-backend", "debug:poll,chaos:debug:epoll", "-W", "error"
+    )
+    quiet.assert_outcomes(passed=4)
+    unmarked = MISUSES.replace("@pytest.mark.pollkit_misuse", "# (unmarked)")
+    pytester.makepyfile(test_user=unmarked)
+    loud = pytester.runpytest(
+        *UNRELATED_PLUGINS_OFF, "--pollkit-backend", "debug:poll", "-W", "error"
+    )
+    # The leftover registration fails at teardown; the blocking fd fails the call.
+    loud.assert_outcomes(passed=1, failed=1, errors=1)

@@ -18,6 +18,9 @@ any suite can use it without configuration:
 * ``@pytest.mark.pollkit_exact``: skip the test under a ``chaos:`` backend,
   for tests that assert one ``poll()`` call's exact result (an optional
   argument gives the reason).
+* ``@pytest.mark.pollkit_misuse``: the test misuses a poller on purpose
+  (closes a registered fd, say); under a ``debug:`` backend it runs with
+  ``PollkitDebugWarning`` ignored and without the open-registrations check.
 * ``--pollkit-chaos-seed N``: replay the ``chaos:`` faults of an earlier run.
   Every test runs with ``POLLKIT_CHAOS_SEED`` set to a seed derived from the
   session's seed and the test's id, so one test rerun alone replays what it
@@ -45,11 +48,13 @@ __all__ = ["poller", "poller_backend", "poller_factory"]
 
 _MARKER = "pollkit_backends"
 _EXACT_MARKER = "pollkit_exact"
+_MISUSE_MARKER = "pollkit_misuse"
 _EXACT_REASON = "asserts one poll() call's exact result, which chaos: varies on purpose"
 _SEED_OPTION = "--pollkit-chaos-seed"
 
 _session_seed_key = pytest.StashKey[int]()
-_chaos_session_key = pytest.StashKey[bool]()
+# The prefixes any of the session's backend specs carries ("chaos", "debug").
+_session_prefixes_key = pytest.StashKey[frozenset[str]]()
 _test_seed_key = pytest.StashKey[int]()
 _opened_before_key = pytest.StashKey[int]()
 _seed_reported_key = pytest.StashKey[bool]()
@@ -85,6 +90,12 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{_EXACT_MARKER}(reason=None): skip this test under a chaos: pollkit backend "
         "(it asserts one poll() call's exact result)",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{_MISUSE_MARKER}(reason=None): under a debug: pollkit backend, this test misuses "
+        "a poller on purpose: PollkitDebugWarning is ignored and the poller fixtures' "
+        "open-registrations check is off",
+    )
     option = config.getoption("--pollkit-backend")
     if option:
         # A bad name is a usage error before collection, not one collection
@@ -97,10 +108,12 @@ def pytest_configure(config: pytest.Config) -> None:
     except InvalidArgumentError as exc:
         raise pytest.UsageError(str(exc)) from None
     try:
-        chaos = any("chaos" in parse_backend(spec).prefixes for spec in selected_backends(config))
+        prefixes = frozenset(
+            prefix for spec in selected_backends(config) for prefix in parse_backend(spec).prefixes
+        )
     except pytest.UsageError:
-        chaos = False  # a bad $POLLKIT_BACKEND is reported where the fixtures use it
-    config.stash[_chaos_session_key] = chaos
+        prefixes = frozenset()  # a bad $POLLKIT_BACKEND is reported where the fixtures use it
+    config.stash[_session_prefixes_key] = prefixes
 
 
 def _session_seed(config: pytest.Config) -> int:
@@ -151,7 +164,7 @@ def pytest_runtest_makereport(
     report = outcome.get_result()
     if report.failed and not item.stash.get(_seed_reported_key, False):
         used = _chaos.opened_total > item.stash.get(_opened_before_key, _chaos.opened_total)
-        if used or item.config.stash.get(_chaos_session_key, False):
+        if used or "chaos" in item.config.stash.get(_session_prefixes_key, frozenset()):
             item.stash[_seed_reported_key] = True
             seed = item.config.stash[_session_seed_key]
             report.sections.append(
@@ -164,21 +177,26 @@ def pytest_runtest_makereport(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``@pollkit_exact`` tests that run under a ``chaos:`` backend."""
-    session_chaos = config.stash.get(_chaos_session_key, False)
+    """Skip ``@pollkit_exact`` tests under ``chaos:``; quiet ``@pollkit_misuse`` under ``debug:``.
+
+    A misuse test is quieted, not skipped: the driver's behaviour is still checked.
+    """
     for item in items:
-        marker = item.get_closest_marker(_EXACT_MARKER)
-        if marker is None:
-            continue
-        spec = getattr(item, "callspec", None)
-        backend = spec.params.get("poller_backend") if spec is not None else None
-        if isinstance(backend, str):
-            chaos = "chaos" in parse_backend(backend).prefixes
-        else:
-            chaos = session_chaos
-        if chaos:
-            reason = marker.args[0] if marker.args else marker.kwargs.get("reason", _EXACT_REASON)
+        exact = item.get_closest_marker(_EXACT_MARKER)
+        if exact is not None and "chaos" in _prefixes_of(item):
+            reason = exact.args[0] if exact.args else exact.kwargs.get("reason", _EXACT_REASON)
             item.add_marker(pytest.mark.skip(reason=f"under chaos: {reason}"))
+        if item.get_closest_marker(_MISUSE_MARKER) is not None and "debug" in _prefixes_of(item):
+            item.add_marker(pytest.mark.filterwarnings("ignore::pollkit.PollkitDebugWarning"))
+
+
+def _prefixes_of(item: pytest.Item) -> frozenset[str]:
+    """The wrapper prefixes of the backend this test runs on (else of the session's)."""
+    spec = getattr(item, "callspec", None)
+    backend = spec.params.get("poller_backend") if spec is not None else None
+    if isinstance(backend, str):
+        return frozenset(parse_backend(backend).prefixes)
+    return item.config.stash.get(_session_prefixes_key, frozenset())
 
 
 def _parse_names(value: str, source: str) -> list[str]:
@@ -258,11 +276,14 @@ def poller_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def poller_factory(poller_backend: str) -> Iterator[Callable[[], Poller]]:
+def poller_factory(
+    poller_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[[], Poller]]:
     """Open more pollers of this run's driver; all are closed after the test.
 
     Under ``debug:``, a poller that still has fds registered when the test
-    ends fails the test (at teardown), naming them.
+    ends fails the test (at teardown), naming them -- unless the test is
+    marked ``@pytest.mark.pollkit_misuse``.
     """
     opened: list[Poller] = []
 
@@ -273,8 +294,9 @@ def poller_factory(poller_backend: str) -> Iterator[Callable[[], Poller]]:
 
     yield factory
     problems: list[str] = []
+    check = request.node.get_closest_marker(_MISUSE_MARKER) is None
     for poller in opened:
-        if not poller.closed:
+        if check and not poller.closed:
             left = _open_registrations(poller)
             if left:
                 problems.append(f"{poller.name} poller: {left}")
