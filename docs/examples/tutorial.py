@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import socket
 import threading
+import time
 from collections.abc import Sequence
 
 from pollkit import Events, open_poller
@@ -31,16 +32,24 @@ def serve(listener: socket.socket, backend: str | None = None, *, clients: int =
         finished = 0
 
         # Step 6: repeat steps 3 to 5 until done.
+        deadline = time.monotonic() + PATIENCE
         while finished < clients:
-            # Step 3: ask which fds are ready.
-            ready = poller.poll(timeout=PATIENCE)
+            # Step 3: ask which fds are ready.  An empty list is no proof that
+            # the time is up (poll() may return early): only the clock is.
+            ready = poller.poll(timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
-                raise TimeoutError(f"nothing happened for {PATIENCE} s")
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"nothing happened for {PATIENCE} s")
+                continue
+            deadline = time.monotonic() + PATIENCE
 
             # Step 4: act on each ready fd.
             for fd, mask in ready:
                 if fd == listener.fileno():
-                    conn, _ = listener.accept()
+                    try:
+                        conn, _ = listener.accept()
+                    except BlockingIOError:
+                        continue  # readiness is a hint: the client may not be there yet
                     conn.setblocking(False)
                     poller.register(conn, Events.READ)
                     connections[conn.fileno()] = conn
