@@ -49,14 +49,17 @@ __all__ = [
     "ShufflingPoller",
     "UpperLines",
     "check_lifecycle",
+    "counting",
     "frame",
     "frame_replies",
+    "lines_payload",
     "on_loop",
     "pattern",
     "read_until_eof",
     "running",
     "serving",
     "settle",
+    "thread_sleeps",
     "wait_unread",
 ]
 

@@ -59,7 +59,7 @@ def test_server_refuses_a_bad_option_by_name(poller: Poller, name: str, value: o
 @pytest.mark.parametrize("port", [-1, 65536, "8888"])
 def test_server_refuses_a_bad_port(poller: Poller, port: object) -> None:
     with pytest.raises(InvalidArgumentError, match=str(port)):
-        Server(poller, UpperLines, "127.0.0.1", port)  # type: ignore[arg-type]  # the point
+        Server(poller, UpperLines, "127.0.0.1", port)  # type: ignore[arg-type]  # the wrong type is the input under test
     assert len(poller) == 0
 
 

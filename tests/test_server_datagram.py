@@ -56,7 +56,7 @@ class NumberedUpper(DatagramProtocol):
             return
         if data == b"send a str":
             try:
-                self.transport.sendto("text", addr)  # type: ignore[arg-type]  # the point
+                self.transport.sendto("text", addr)  # type: ignore[arg-type]  # the wrong type is the input under test
             except (TypeError, PollkitError) as exc:
                 self.errors.append(exc)
             self.transport.sendto(b"refused", addr)
