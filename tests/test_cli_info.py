@@ -99,8 +99,6 @@ def test_info_report_says_why_a_driver_is_unavailable(monkeypatch: pytest.Monkey
         raise OSError(38, "Function not implemented")
 
     monkeypatch.setattr("select.epoll", no_epoll)
-    # A driver that opened once in this process is not probed again: forget that.
-    monkeypatch.setattr("pollkit._backends._opened", set())
     monkeypatch.delenv("POLLKIT_BACKEND", raising=False)
     report = info_report()
     drivers = report["drivers"]

@@ -99,8 +99,6 @@ def test_unavailable_driver_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
         raise OSError(38, "Function not implemented")
 
     monkeypatch.setattr("select.epoll", no_epoll)
-    # A driver that opened once in this process is not probed again: forget that.
-    monkeypatch.setattr("pollkit._backends._opened", set())
     assert available_backends() == ["poll", "select"]
     with pytest.raises(BackendUnavailableError) as caught:
         open_poller("epoll")

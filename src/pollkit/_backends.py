@@ -117,33 +117,23 @@ def check_backend_name(text: str) -> str:
     return str(parse_backend(text))
 
 
-#: Drivers that have opened once in this process: a driver that opened once
-#: is available, so later probes need not open it again.  (A failure is not
-#: remembered: it may be passing, such as EMFILE.)
-_opened: set[str] = set()
-
-
 def _open_driver(name: str) -> Poller:
     import select
 
     if name in ("epoll", "poll") and not hasattr(select, name):
         raise OSError(f"this Python's select module has no {name}() (not Linux?)")
-    poller = DRIVERS[name]()
-    _opened.add(name)
-    return poller
+    return DRIVERS[name]()
 
 
 def backend_status() -> dict[str, str | None]:
-    """Each driver's name and ``None`` if it opens here, else the reason.
+    """Each driver's name and ``None`` if a probe could open it now, else the reason.
 
-    The probe opens each driver once per process; one that has opened
-    before is not opened again.
+    Every call opens each driver: whether one opens can change (select
+    needs a free fd below ``FD_SETSIZE``).  ``open_poller()`` does not call
+    it: it opens only the driver it returns.
     """
     status: dict[str, str | None] = {}
     for name in DRIVERS:
-        if name in _opened:
-            status[name] = None
-            continue
         try:
             _open_driver(name).close()
         except Exception as exc:  # noqa: BLE001  # any failure means "unavailable", and we say why

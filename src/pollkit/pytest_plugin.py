@@ -242,6 +242,17 @@ def selected_backends(config: pytest.Config) -> list[str]:
     return sorted(chosen, key=lambda spec: order.index(_driver_of(spec)))
 
 
+_DRIVER_STATUS = pytest.StashKey[dict[str, "str | None"]]()
+
+
+def _driver_status(config: pytest.Config) -> dict[str, str | None]:
+    """Which drivers open here: probed once per session, not once per test function."""
+    status = config.stash.get(_DRIVER_STATUS, None)
+    if status is None:
+        status = config.stash[_DRIVER_STATUS] = backend_status()
+    return status
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "poller_backend" not in metafunc.fixturenames:
         return
@@ -251,7 +262,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         pinned = _parse_names(",".join(marker.args), f"@{_MARKER} on {metafunc.definition.name}")
         pinned_drivers = {_driver_of(spec) for spec in pinned}
         names = [name for name in names if _driver_of(name) in pinned_drivers]
-    status = backend_status()
+    status = _driver_status(metafunc.config)
     params = []
     for name in names:
         reason = status[_driver_of(name)]
