@@ -25,7 +25,8 @@ from types import FrameType
 
 import pytest
 
-from pollkit import FD_SETSIZE, Events
+from pollkit import FD_SETSIZE, Events, Poller
+from pollkit._backends import parse_backend
 
 # pytester runs throwaway test suites through the plugin (test_pytest_plugin.py).
 pytest_plugins = ["pytester"]
@@ -55,6 +56,11 @@ _MAX_BUFFER_STEPS = 10_000
 
 SocketPair = tuple[socket.socket, socket.socket]
 SignalHandler = Callable[[int, FrameType | None], object]
+
+
+def driver_of(poller: Poller) -> str:
+    """The driver under any checking prefixes: ``"select"`` for ``"chaos:debug:select"``."""
+    return parse_backend(poller.name).driver
 
 
 # -- sockets ------------------------------------------------------------------

@@ -210,6 +210,7 @@ def test_register_closed_fd_raises_oserror_and_changes_nothing(
         poller.unregister(fd)
 
 
+@pytest.mark.pollkit_misuse  # closes a registered fd on purpose
 def test_modify_closed_fd_raises_oserror_and_keeps_the_registration(
     poller: Poller, socketpair: SocketPair
 ) -> None:

@@ -11,6 +11,10 @@ import pytest
 from conftest import READ, WRITE, SocketPair, masks_by_fd, open_fds
 from pollkit import Poller, PollerClosedError, UnsupportedFeatureError
 
+# These tests close registered fds or pollers with fds registered on purpose:
+# that is the behaviour under test, and exactly what debug: warns about.
+pytestmark = pytest.mark.pollkit_misuse
+
 #: Every method but close(), called the way a user would.
 CALLS: dict[str, Callable[[Poller, int], object]] = {
     "register": lambda p, fd: p.register(fd, READ),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import READ, WRITE, SocketPair, drain, masks_by_fd
+from conftest import READ, WRITE, SocketPair, drain, driver_of, masks_by_fd
 from pollkit import Poller, Registration, UnsupportedFeatureError
 
 # Each test asserts one poll() call's exact result, which chaos: varies on purpose.
@@ -23,7 +23,7 @@ NATIVE = {"edge": {"epoll"}, "exclusive": {"epoll"}}
 
 @pytest.mark.parametrize("feature", ["edge", "exclusive"])
 def test_features_say_in_advance(poller: Poller, feature: str) -> None:
-    assert (feature in poller.features) == (poller.name in NATIVE[feature])
+    assert (feature in poller.features) == (driver_of(poller) in NATIVE[feature])
 
 
 @pytest.mark.parametrize("feature", ["edge", "exclusive"])

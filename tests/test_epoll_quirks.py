@@ -274,6 +274,7 @@ def test_regular_files_are_refused_clearly(
 # -- dup and close: epoll watches open file descriptions ---------------------------------
 
 
+@pytest.mark.pollkit_misuse  # closes a registered fd on purpose
 def test_close_with_a_duplicate_open_keeps_reporting_the_closed_number(
     poller: Poller, socketpair: SocketPair
 ) -> None:
@@ -311,6 +312,7 @@ def test_unregister_before_close_with_a_duplicate_open(
         assert poller.poll(0.02) == []
 
 
+@pytest.mark.pollkit_misuse  # closes a registered fd on purpose
 def test_closed_fd_stays_in_the_registry_until_unregistered(
     poller: Poller, socketpair: SocketPair
 ) -> None:

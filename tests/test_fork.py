@@ -180,6 +180,7 @@ def test_child_can_open_its_own_poller(
             own.register(left, READ)
             right.send(b"x")
             ready = own.poll(PROMPT)
+            own.unregister(left)
         return {"ready": repr(ready), "parent's": _outcome(lambda: poller.poll(0))}
 
     report = run_in_child(child)

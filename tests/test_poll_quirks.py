@@ -27,6 +27,7 @@ def test_raw_poll_busy_loops_on_a_closed_fd(socketpair: SocketPair) -> None:
         assert time.monotonic() - started < 0.5
 
 
+@pytest.mark.pollkit_misuse  # closes a registered fd on purpose
 def test_driver_reports_pollnval_once_then_waits(poller: Poller, socketpair: SocketPair) -> None:
     left, _ = socketpair
     poller.register(left, READ)
@@ -41,6 +42,7 @@ def test_driver_reports_pollnval_once_then_waits(poller: Poller, socketpair: Soc
         assert time.monotonic() - started >= timeout - CLOCK_EPSILON
 
 
+@pytest.mark.pollkit_misuse  # closes a registered fd on purpose
 def test_closed_disarmed_oneshot_is_not_reported(poller: Poller, socketpair: SocketPair) -> None:
     # A disarmed oneshot fd is out of the pollfd array, so no POLLNVAL for it.
     left, right = socketpair

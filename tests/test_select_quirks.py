@@ -38,6 +38,7 @@ def test_raw_select_fails_for_everyone_on_one_closed_fd(
     assert caught.value.errno == errno.EBADF
 
 
+@pytest.mark.pollkit_misuse  # closes a registered fd on purpose
 def test_ebadf_recovery_reports_the_closed_fd_and_the_rest(
     poller: Poller, make_socketpair: Callable[[], SocketPair]
 ) -> None:
@@ -60,6 +61,7 @@ def test_ebadf_recovery_reports_the_closed_fd_and_the_rest(
     poller.unregister(fd)
 
 
+@pytest.mark.pollkit_misuse  # closes a registered fd on purpose
 def test_ebadf_recovery_does_not_wait(
     poller: Poller, make_socketpair: Callable[[], SocketPair]
 ) -> None:

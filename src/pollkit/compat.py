@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import selectors
 import sys
 from collections.abc import Coroutine, Iterator, Mapping
@@ -80,6 +81,14 @@ def _fileobj_to_fd(fileobj: FileDescriptorLike) -> int:
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
     return fd
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError:
+        return False
+    return True
 
 
 class _SelectorMapping(Mapping[FileDescriptorLike, SelectorKey]):
@@ -270,6 +279,16 @@ class PollerSelector(selectors.BaseSelector):
 
     def close(self) -> None:
         """Unregister everything and close the driver.  Idempotent."""
+        if self._map is not None:
+            # The stdlib's selectors forget their keys on close; pollkit's rule
+            # is unregister before close (debug: checks it).  A file object
+            # the program closed first is left for close() to forget.
+            for fd in self._fd_to_key:
+                if _is_open(fd):
+                    try:
+                        self._poller.unregister(fd)
+                    except (KeyError, OSError):
+                        pass  # the driver or the kernel had already dropped it
         self._fd_to_key.clear()
         self._map = None
         self._poller.close()
