@@ -103,6 +103,7 @@ def _outcome(call: Callable[[], object]) -> str:
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.pollkit_exact  # asserts one poll() call's exact result
 def test_child_can_only_close_the_parents_poller(poller: Poller, socketpair: SocketPair) -> None:
     left, right = socketpair
     poller.register(left, READ)
