@@ -7,6 +7,8 @@ from ._backends import open_poller as open_poller
 from ._base import FileDescriptorLike as FileDescriptorLike
 from ._base import Poller as Poller
 from ._base import Registration as Registration
+from ._chaos import ChaosPoller as ChaosPoller
+from ._debug import DebugPoller as DebugPoller
 from ._epoll import EpollPoller as EpollPoller
 from ._events import Events as Events
 from ._poll import PollPoller as PollPoller
@@ -30,6 +32,8 @@ __all__ = [
     "FD_SETSIZE",
     "AlreadyRegisteredError",
     "BackendUnavailableError",
+    "ChaosPoller",
+    "DebugPoller",
     "EpollPoller",
     "Events",
     "FdOutOfRangeError",

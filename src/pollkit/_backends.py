@@ -60,7 +60,8 @@ _WRAPPERS: dict[str, str] = {
 #: What each prefix does, in one line (``pollkit info``, the docs).
 PREFIX_HELP: dict[str, str] = {
     "debug": "warns (PollkitDebugWarning) about misuse, naming the register() site",
-    "chaos": "seeded faults the contract allows: split, shuffled, early and spurious reports",
+    "chaos": "seeded faults the contract allows: split, shuffled, early and spurious "
+    "reports, strict edges, held changes",
 }
 
 #: The prefixes a backend spec may carry.

@@ -330,8 +330,9 @@ class ChaosPoller(Poller):
     ``inner`` is the poller to wrap (any, a ``DebugPoller`` included); the
     chaos poller owns it and closes it.  ``seed``: see the module's
     docstring; ``None`` reads ``POLLKIT_CHAOS_SEED``.  ``rates``: a fault
-    name to a chance from 0 to 1 (missing names keep :data:`DEFAULT_RATES`);
-    ``None`` reads ``POLLKIT_CHAOS``.
+    name to a chance from 0 to 1 (missing names keep their defaults, listed
+    on the "Testing with debug: and chaos:" page); ``None`` reads
+    ``POLLKIT_CHAOS``.
 
     Raises:
         InvalidArgumentError: a seed or rate that is not valid, naming the
@@ -360,8 +361,8 @@ class ChaosPoller(Poller):
             self.stream = 0
             _count_opened()
         self._inner = inner
-        self.name = f"chaos:{inner.name}"
-        self.features = inner.features
+        self.name: str = f"chaos:{inner.name}"
+        self.features: frozenset[str] = inner.features
         self._rng = random.Random(f"{self.seed}:{self.stream}")
         self._spurious_rate = self.rates["spurious"]
         self._split_rate = self.rates["split"]

@@ -320,8 +320,8 @@ class DebugPoller(Poller):
         self._closed = True  # until construction is complete (see __del__)
         self._inner = inner
         self._spin_threshold = positive_int("spin_threshold", spin_threshold)
-        self.name = f"debug:{inner.name}"
-        self.features = inner.features
+        self.name: str = f"debug:{inner.name}"
+        self.features: frozenset[str] = inner.features
         self._watches: dict[int, _Watch] = {}
         self._calls = 0
         self._pid = os.getpid()

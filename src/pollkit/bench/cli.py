@@ -26,8 +26,8 @@ FULL: dict[str, Any] = {
     "sizes": [1024], "duration": 1.0,
 }  # fmt: skip
 #: ``--quick``: a smoke check whose figures mean little.
-QUICK = FULL | {"rounds": 20, "scaling_rounds": 5, "echo_rounds": 1, "duration": 0.3}
-QUICK |= {"scaling_fds": [10, 100, 1000], "connections": [10]}
+QUICK: dict[str, Any] = FULL | {"rounds": 20, "scaling_rounds": 5, "echo_rounds": 1}
+QUICK |= {"duration": 0.3, "scaling_fds": [10, 100, 1000], "connections": [10]}
 
 _SIZES: tuple[tuple[str, Callable[[str], Any], str, str], ...] = (
     ("--idle", positive_int_arg, "N", "overhead: idle fds"),

@@ -70,15 +70,16 @@ class ServerProcess:
     """A contender's server in its own process, pinned to ``cpu``, accepting connections."""
 
     def __init__(self, contender: Contender, cpu: int | None, host: str = "127.0.0.1") -> None:
-        self.name, self.host = contender.name, host
+        self.name: str = contender.name
+        self.host: str = host
         with socket.socket() as probe:
             probe.bind((host, 0))
             self.port: int = probe.getsockname()[1]
         self._log = tempfile.TemporaryFile()  # noqa: SIM115  # closed by stop()
         argv = [arg.format(host=host, port=self.port) for arg in contender.argv]
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                        stderr=subprocess.STDOUT)  # fmt: skip
-        self.pid = self.process.pid
+        self.process: subprocess.Popen[bytes] = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.pid: int = self.process.pid
         try:
             if cpu is not None:
                 os.sched_setaffinity(self.pid, {cpu})
