@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 from ..errors import PollkitError
 
-__all__ = ["BenchError", "Progress", "cell", "judge", "machine_info", "paired_ratios", "percentile",
-           "run_studies", "serpentine", "summarize", "table", "table_text", "verdict",
-           "write_json"]  # fmt: skip
+__all__ = ["BenchError", "Progress", "cell", "judge", "machine_info", "paired_ratios",
+           "percentile", "run_studies", "serpentine", "summarize", "table", "table_text",
+           "verdict", "write_json"]  # fmt: skip
 
 _T = TypeVar("_T")
 Round = dict[str, Any]  # one contender's figures in one round

@@ -54,8 +54,10 @@ def socket_fds(idle: int, ready: int) -> tuple[list[socket.socket], list[int]]:
     quiet, busy = pairs[: len(pairs) - ready], pairs[len(pairs) - ready :]
     for writer, _ in busy:
         writer.send(b"x")  # never read: the other end stays readable
+    for sock in (sockets := [s for pair in pairs for s in pair]):
+        sock.setblocking(False)  # as a real loop's are (and debug: asks)
     fds = [s.fileno() for pair in quiet for s in pair][:idle] + [r.fileno() for _, r in busy]
-    return [s for pair in pairs for s in pair], fds
+    return sockets, fds
 
 
 def timing_loop(label: str, source: str, **names: Any) -> Callable[[int], int]:
@@ -70,8 +72,7 @@ def timing_loop(label: str, source: str, **names: Any) -> Callable[[int], int]:
         f"    start = clock()\n    for _ in repeat(None, calls):\n        {source}\n"
         "    return clock() - start\n"
     )
-    namespace: dict[str, Any] = {"clock": time.perf_counter_ns, "repeat": itertools.repeat}
-    namespace |= names
+    namespace: dict[str, Any] = {"clock": time.perf_counter_ns, "repeat": itertools.repeat, **names}
     exec(compile(code, f"<poll loop: {label}>", "exec"), namespace)
     timed: Callable[[int], int] = namespace["timed"]
     return timed
@@ -92,15 +93,21 @@ def _pollkit(spec: str, driver: str, fds: list[int]) -> Contender:
     poller = open_poller(spec)
     for fd in fds:
         poller.register(fd, Events.READ)
+
+    def close() -> None:
+        for fd in fds:
+            poller.unregister(fd)  # before close, as debug: asks
+        poller.close()
+
     loop = timing_loop(f"{spec} pollkit", "obj.poll(0)", obj=poller)
-    return Contender(loop, lambda: len(poller.poll(0)), poller.close)
+    return Contender(loop, lambda: len(poller.poll(0)), close)
 
 
 def _case(spec: str, idle: int, ready: int, rounds: int, extra: Mapping[str, Build],
           progress: Progress) -> dict[str, Any]:  # fmt: skip
-    driver = parse_backend(spec).driver
+    prefixes, driver = parse_backend(spec)
     case: dict[str, Any] = {"driver": spec, "idle": idle, "ready": ready, "skipped": None}
-    case["target_pollkit_ratio"] = TARGETS.get(ready)
+    case["target_pollkit_ratio"] = None if prefixes else TARGETS.get(ready)  # plain drivers' only
     if driver == "select" and idle + 2 * ready + 64 >= FD_SETSIZE:  # fds 0-63: the process's own
         return case | {"skipped": f"select cannot watch fds >= FD_SETSIZE ({FD_SETSIZE})"}
     sockets, fds = socket_fds(idle, ready)
@@ -109,13 +116,12 @@ def _case(spec: str, idle: int, ready: int, rounds: int, extra: Mapping[str, Bui
         builders: dict[str, Build] = {"raw": _raw, "pollkit": partial(_pollkit, spec), **extra}
         for name, build in builders.items():
             built[name] = build(driver, fds)
-            # chaos: withholds part of the ready set on purpose.
-            exact = name != "pollkit" or "chaos" not in parse_backend(spec).prefixes
+            exact = name != "pollkit" or "chaos" not in prefixes  # chaos: withholds on purpose
             if (seen := built[name].count_ready()) != ready and exact:
                 raise BenchError(f"{spec} {name}: poll(0) reported {seen} fds, not {ready}")
         calls = 10
-        while (elapsed := built["raw"].timed(calls)) < 2_000_000 and calls < 10_000_000:
-            calls *= 4  # until 2 ms: enough to extrapolate from
+        while (elapsed := built["raw"].timed(calls)) < ROUND_SECONDS * 1e9 and calls < 10**7:
+            calls *= 4  # until one round's time: enough to extrapolate from
         calls = max(10, int(ROUND_SECONDS * 1e9 * calls / elapsed))
         samples: dict[str, list[float]] = {name: [] for name in built}
         for contender in built.values():
@@ -147,9 +153,8 @@ def run(study: str, specs: Sequence[str], cases: Sequence[tuple[int, int]], roun
         select_idle: int | None = None) -> dict[str, Any]:  # fmt: skip
     """``study`` (``overhead`` or ``scaling``): each spec at each ``(idle, ready)`` case.
 
-    ``select_idle`` caps select's idle fds; a case select cannot watch (fds
-    at or above ``FD_SETSIZE``) is skipped, with the reason.  Raises
-    ``BenchError`` if a contender does not report the ``ready`` fds.
+    ``select_idle`` caps select's idle fds; cases select cannot watch are skipped, with the
+    reason.  Raises ``BenchError`` if a contender does not report the ``ready`` fds.
     """
     progress.start(study, len(specs) * len(cases) * rounds)
     found = []
