@@ -25,7 +25,7 @@ from types import FrameType
 
 import pytest
 
-from pollkit import FD_SETSIZE, Events, Poller
+from pollkit import FD_SETSIZE, Events, FileDescriptorLike, Poller, Registration
 from pollkit._backends import parse_backend
 
 # pytester runs throwaway test suites through the plugin (test_pytest_plugin.py).
@@ -61,6 +61,64 @@ SignalHandler = Callable[[int, FrameType | None], object]
 def driver_of(poller: Poller) -> str:
     """The driver under any checking prefixes: ``"select"`` for ``"chaos:debug:select"``."""
     return parse_backend(poller.name).driver
+
+
+# -- a base for test doubles ---------------------------------------------------
+
+
+class Delegating(Poller):
+    """A :class:`Poller` that hands every call to :attr:`inner`: a base for test doubles."""
+
+    def __init__(self, inner: Poller) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.features = inner.features
+
+    def register(
+        self,
+        fd: FileDescriptorLike,
+        events: int,
+        *,
+        oneshot: bool = False,
+        edge: bool = False,
+        exclusive: bool = False,
+    ) -> None:
+        self.inner.register(fd, events, oneshot=oneshot, edge=edge, exclusive=exclusive)
+
+    def modify(
+        self, fd: FileDescriptorLike, events: int, *, oneshot: bool = False, edge: bool = False
+    ) -> None:
+        self.inner.modify(fd, events, oneshot=oneshot, edge=edge)
+
+    def unregister(self, fd: FileDescriptorLike) -> None:
+        self.inner.unregister(fd)
+
+    def poll(
+        self, timeout: float | None = None, max_events: int | None = None
+    ) -> list[tuple[int, int]]:
+        return self.inner.poll(timeout, max_events)
+
+    def wakeup(self) -> None:
+        self.inner.wakeup()
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __contains__(self, fd: object) -> bool:
+        return fd in self.inner
+
+    def get_registration(self, fd: FileDescriptorLike) -> Registration:
+        return self.inner.get_registration(fd)
 
 
 # -- sockets ------------------------------------------------------------------

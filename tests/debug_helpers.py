@@ -13,7 +13,8 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 
-from pollkit import FileDescriptorLike, Poller, Registration, open_poller
+from conftest import Delegating
+from pollkit import Poller, open_poller
 from pollkit._backends import parse_backend
 from pollkit._debug import DEFAULT_SPIN_THRESHOLD, PollkitDebugWarning
 
@@ -80,58 +81,3 @@ def run_loop(
             handle(fd, mask)
             handled += 1
     return handled
-
-
-class Delegating(Poller):
-    """A :class:`Poller` that hands every call to :attr:`inner`: a base for test doubles."""
-
-    def __init__(self, inner: Poller) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.features = inner.features
-
-    def register(
-        self,
-        fd: FileDescriptorLike,
-        events: int,
-        *,
-        oneshot: bool = False,
-        edge: bool = False,
-        exclusive: bool = False,
-    ) -> None:
-        self.inner.register(fd, events, oneshot=oneshot, edge=edge, exclusive=exclusive)
-
-    def modify(
-        self, fd: FileDescriptorLike, events: int, *, oneshot: bool = False, edge: bool = False
-    ) -> None:
-        self.inner.modify(fd, events, oneshot=oneshot, edge=edge)
-
-    def unregister(self, fd: FileDescriptorLike) -> None:
-        self.inner.unregister(fd)
-
-    def poll(
-        self, timeout: float | None = None, max_events: int | None = None
-    ) -> list[tuple[int, int]]:
-        return self.inner.poll(timeout, max_events)
-
-    def wakeup(self) -> None:
-        self.inner.wakeup()
-
-    @property
-    def closed(self) -> bool:
-        return self.inner.closed
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def fileno(self) -> int:
-        return self.inner.fileno()
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __contains__(self, fd: object) -> bool:
-        return fd in self.inner
-
-    def get_registration(self, fd: FileDescriptorLike) -> Registration:
-        return self.inner.get_registration(fd)

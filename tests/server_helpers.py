@@ -34,8 +34,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 from typing import Protocol as TypingProtocol
 
+from conftest import Delegating
 from echo_helpers import PROMPT, unread_by_server, wait_until
-from pollkit import Events, Poller, Registration
+from pollkit import Events, Poller
 from pollkit.server import BufferedProtocol, Protocol, Server, Transport
 
 __all__ = [
@@ -565,7 +566,7 @@ def check_lifecycle(protocol: Recorder, *, loop_thread: str = LOOP_THREAD) -> No
 # -- a poller that is not a driver ------------------------------------------------------
 
 
-class ShufflingPoller(Poller):
+class ShufflingPoller(Delegating):
     """A delegating :class:`Poller` that does what the contract allows and drivers rarely do.
 
     From a seeded generator, ``poll()`` shuffles its result, withholds part
@@ -600,18 +601,7 @@ class ShufflingPoller(Poller):
         #: The timeouts passed to the last few ``poll()`` calls.
         self.timeouts: list[float | None] = []
 
-    # -- registration: delegated ---------------------------------------------------
-
-    def register(
-        self,
-        fd: Any,
-        events: int,
-        *,
-        oneshot: bool = False,
-        edge: bool = False,
-        exclusive: bool = False,
-    ) -> None:
-        self.inner.register(fd, events, oneshot=oneshot, edge=edge, exclusive=exclusive)
+    # -- registration: register() is delegated as is ---------------------------------
 
     def modify(self, fd: Any, events: int, *, oneshot: bool = False, edge: bool = False) -> None:
         self.inner.modify(fd, events, oneshot=oneshot, edge=edge)
@@ -677,30 +667,6 @@ class ShufflingPoller(Poller):
             for fd, _ in given:
                 del self.withheld[fd]
         return given
-
-    def wakeup(self) -> None:
-        self.inner.wakeup()
-
-    # -- the rest: delegated ------------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self.inner.closed
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def fileno(self) -> int:
-        return self.inner.fileno()
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __contains__(self, fd: object) -> bool:
-        return fd in self.inner
-
-    def get_registration(self, fd: Any) -> Registration:
-        return self.inner.get_registration(fd)
 
 
 def counting(inner: Poller) -> ShufflingPoller:

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 import pollkit.server
+from conftest import Delegating
 from echo_helpers import PROMPT, connect, recv_exactly, running, wait_until
-from pollkit import Poller, Registration
+from pollkit import Poller
 from pollkit.echo import EchoServer
 from pollkit.echo._server import _Echo
 from pollkit.server import Server
@@ -43,13 +44,11 @@ def test_the_layer_imports_no_driver() -> None:
                 assert node.module not in ("select", "selectors"), module.name
 
 
-class CountingPoller(Poller):
+class CountingPoller(Delegating):
     """Delegates to a driver and counts the calls that change registrations."""
 
     def __init__(self, inner: Poller) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.features = inner.features
+        super().__init__(inner)
         self.calls: Counter[str] = Counter()
 
     def register(
@@ -66,33 +65,6 @@ class CountingPoller(Poller):
     def unregister(self, fd: Any) -> None:
         self.calls["unregister"] += 1
         self.inner.unregister(fd)
-
-    def poll(
-        self, timeout: float | None = None, max_events: int | None = None
-    ) -> list[tuple[int, int]]:
-        return self.inner.poll(timeout, max_events)
-
-    def wakeup(self) -> None:
-        self.inner.wakeup()
-
-    @property
-    def closed(self) -> bool:
-        return self.inner.closed
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def fileno(self) -> int:
-        return self.inner.fileno()
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __contains__(self, fd: object) -> bool:
-        return fd in self.inner
-
-    def get_registration(self, fd: Any) -> Registration:
-        return self.inner.get_registration(fd)
 
 
 @pytest.mark.timeout(60)
