@@ -6,7 +6,6 @@ Resolving, binding and formatting live in the server layer
 
 from __future__ import annotations
 
-from ..errors import InvalidArgumentError
 from ..server._net import DEFAULT_HOST as DEFAULT_HOST
 from ..server._net import DEFAULT_PORT as DEFAULT_PORT
 from ..server._net import bind_socket as bind_socket
@@ -18,7 +17,6 @@ __all__ = [
     "DEFAULT_PORT",
     "MAX_DATAGRAM",
     "bind_socket",
-    "check_port",
     "format_address",
     "resolve",
 ]
@@ -26,10 +24,3 @@ __all__ = [
 #: The largest UDP payload over IPv4 (65,535 - 20 bytes of IP header - 8 of UDP
 #: header); IPv6 allows 65,527, but a client cannot know which one it will need.
 MAX_DATAGRAM = 65507
-
-
-def check_port(port: object) -> int:
-    """``port`` as an int in 0-65535; raises :class:`InvalidArgumentError` otherwise."""
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise InvalidArgumentError(f"port must be an int from 0 to 65535, not {port!r}")
-    return port

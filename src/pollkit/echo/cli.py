@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import signal
 import sys
@@ -34,6 +33,7 @@ from typing import IO
 from .._backends import open_poller
 from .._base import Poller
 from .._events import Events
+from .._validate import port_arg, positive_int_arg, seconds_arg
 from ..cli import backend_argument
 from ..errors import FdOutOfRangeError
 from ..server._workers import READY, SUPERVISOR_SIGNALS, Supervisor, watch_parent
@@ -50,46 +50,10 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-# -- argument types: each error becomes one line through ArgumentParser.error() --
+# -- argument types: pollkit._validate's; each error is one line through ArgumentParser.error()
 
-
-def _port(text: str) -> int:
-    try:
-        port = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is out of range (0-65535)")
-    return port
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _seconds(text: str, *, allow_zero: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = "at least 0" if allow_zero else "more than 0"
-        raise argparse.ArgumentTypeError(f"{text} seconds: must be finite and {bound}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    return _seconds(text, allow_zero=False)
-
-
-def _seconds_or_zero(text: str) -> float:
-    return _seconds(text, allow_zero=True)
+_positive_seconds = seconds_arg(allow_zero=False)
+_seconds_or_zero = seconds_arg(allow_zero=True)
 
 
 def _address_arguments(parser: argparse.ArgumentParser, action: str) -> None:
@@ -98,7 +62,7 @@ def _address_arguments(parser: argparse.ArgumentParser, action: str) -> None:
         "--host", default=DEFAULT_HOST, help=f"address to {action} (default: {DEFAULT_HOST})"
     )
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
+        "--port", type=port_arg, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
     )
     parser.add_argument("--udp", action="store_true", help="datagrams instead of TCP")
 
@@ -114,7 +78,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     _address_arguments(echo, "listen on")
     echo.add_argument(
         "--max-clients",
-        type=_positive_int,
+        type=positive_int_arg,
         default=None,
         metavar="N",
         help=f"TCP connections served at once; more are closed at once (default: "
@@ -129,7 +93,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     echo.add_argument(
         "--max-buffer",
-        type=_positive_int,
+        type=positive_int_arg,
         default=DEFAULT_MAX_BUFFER,
         metavar="BYTES",
         help="per-connection unsent echo above which the client is not read; reading "
@@ -144,7 +108,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     echo.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int_arg,
         default=1,
         metavar="N",
         help="processes sharing the port through SO_REUSEPORT (default: 1)",
