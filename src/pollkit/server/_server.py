@@ -242,6 +242,11 @@ class Server(LoopBase):
             self._listener.start()
 
     def _admit(self, sock: socket.socket, peer: Any) -> None:
+        if self._stop_requested:
+            # shutdown() came between the listener's check and this accept():
+            # such a connection is refused (closed), never made.
+            sock.close()
+            return
         if len(self._connections) >= self._max_clients:
             self._rejected_max_clients += 1
             sock.close()
