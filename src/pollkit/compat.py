@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import selectors
 import sys
 from collections.abc import Coroutine, Iterator, Mapping
@@ -48,7 +47,7 @@ from selectors import EVENT_READ, EVENT_WRITE, SelectorKey
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._backends import open_poller
-from ._base import FileDescriptorLike, Poller
+from ._base import FileDescriptorLike, Poller, check_open
 from ._events import Events
 from .errors import NotRegisteredError
 
@@ -81,14 +80,6 @@ def _fileobj_to_fd(fileobj: FileDescriptorLike) -> int:
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
     return fd
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        fcntl.fcntl(fd, fcntl.F_GETFD)
-    except OSError:
-        return False
-    return True
 
 
 class _SelectorMapping(Mapping[FileDescriptorLike, SelectorKey]):
@@ -284,11 +275,11 @@ class PollerSelector(selectors.BaseSelector):
             # is unregister before close (debug: checks it).  A file object
             # the program closed first is left for close() to forget.
             for fd in self._fd_to_key:
-                if _is_open(fd):
-                    try:
-                        self._poller.unregister(fd)
-                    except (KeyError, OSError):
-                        pass  # the driver or the kernel had already dropped it
+                try:
+                    check_open(fd)
+                    self._poller.unregister(fd)
+                except (KeyError, OSError):
+                    pass  # closed already, or the driver or the kernel had dropped it
         self._fd_to_key.clear()
         self._map = None
         self._poller.close()
