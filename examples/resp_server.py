@@ -139,6 +139,17 @@ _INLINE_BLANKS = b" \n\r\t\x0b\x0c"
 _ESCAPES = {ord("n"): 0x0A, ord("r"): 0x0D, ord("t"): 0x09, ord("b"): 0x08, ord("a"): 0x07}
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
+#: The split path (in :meth:`RequestParser.take`) reads arrays of at most
+#: this many elements, each at most ``_SPLIT_BULK`` bytes long; it looks their
+#: headers up in these tables, which hold only the canonical spellings.
+_SPLIT_COUNT = 64
+_SPLIT_BULK = 1024
+_COUNTS = {b"*%d" % n: n for n in range(1, _SPLIT_COUNT + 1)}
+_LENGTHS = {b"$%d" % n: n for n in range(_SPLIT_BULK + 1)}
+#: An inline line the split path leaves to the careful one: quotes and the
+#: rarer blanks need split_inline(), an LF alone ends a line there.
+_INLINE_CAREFUL = re.compile(rb"[\"'\x00\x0b\x0c\n]")
+
 
 def split_inline(line: bytes) -> list[bytes]:
     """An inline request's words, as Redis's ``sdssplitargs()`` splits them.
@@ -215,6 +226,77 @@ def split_inline(line: bytes) -> list[bytes]:
         words.append(bytes(word))
 
 
+def _split_requests(parts: list[bytes]) -> tuple[list[list[bytes]], int]:
+    """The complete requests at the start of ``parts`` (a read cut at every CRLF) that
+    table lookups can check, and the index of the first part not taken.
+
+    An array whose headers are all in ``_COUNTS``/``_LENGTHS`` (so they are
+    well-formed), and each of whose values is as long as declared (so it
+    holds no CRLF and is followed by CRLF), is taken as its values; an
+    inline line without quotes, rare blanks or a lone LF as its words (a
+    blank one is skipped).  Anything else stops here: the careful path
+    takes over at that request.  The last part follows the last CRLF, so it
+    is never a whole line.
+    """
+    last = len(parts) - 1
+    counts = _COUNTS
+    lengths = _LENGTHS
+    found: list[list[bytes]] = []
+    i = 0
+    while i < last:
+        token = parts[i]
+        count = counts.get(token)
+        if count is not None:
+            end = i + 2 * count  # the last value's index
+            if end >= last:
+                break  # incomplete
+            # A KeyError or a mismatch (an unknown header, a value
+            # holding CRLF) leaves the request to the careful path.
+            # The commonest sizes are written out: a loop costs more.
+            try:
+                if count == 1:
+                    value = parts[i + 2]
+                    if lengths[parts[i + 1]] != len(value):
+                        break
+                    found.append([value])
+                elif count == 2:
+                    _, h1, v1, h2, v2 = parts[i : end + 1]
+                    if lengths[h1] != len(v1) or lengths[h2] != len(v2):
+                        break
+                    found.append([v1, v2])
+                elif count == 3:
+                    _, h1, v1, h2, v2, h3, v3 = parts[i : end + 1]
+                    if lengths[h1] != len(v1) or lengths[h2] != len(v2) or lengths[h3] != len(v3):
+                        break
+                    found.append([v1, v2, v3])
+                else:
+                    values = parts[i + 2 : end + 1 : 2]
+                    header = i + 1
+                    for value in values:
+                        if lengths[parts[header]] != len(value):
+                            break
+                        header += 2
+                    else:
+                        found.append(values)
+                        i = end + 1
+                        continue
+                    break
+            except KeyError:
+                break
+            i = end + 1
+        elif token[:1] == b"*" or _INLINE_CAREFUL.search(token) is not None:
+            break  # *0, *-1, a long or malformed array, an unusual inline line
+        elif token.isalpha():
+            found.append([token])  # a bare command: PING, say
+            i += 1
+        else:
+            words = token.split()
+            if words:
+                found.append(words)
+            i += 1
+    return found, i
+
+
 class RequestParser:
     """Incremental RESP parsing: :meth:`feed` it bytes, take requests from :meth:`next_request`.
 
@@ -224,6 +306,14 @@ class RequestParser:
     length awaited), so each byte is looked at once however the stream is
     split.  After a :class:`ProtocolError` the parser is unusable: the
     connection must close.
+
+    Two paths give the same requests and the same errors.  The split path
+    cuts what arrived at every CRLF with one ``bytes.split()`` and takes
+    the complete requests it can check by table lookups (see
+    :meth:`take`); what it cannot -- an incomplete request, a value
+    holding CRLF, a long value, a malformed request -- it leaves to the
+    careful path, byte by byte.  It runs at most once per :meth:`feed`, so
+    input that defeats it costs one extra pass over each read, never more.
     """
 
     __slots__ = (
@@ -231,14 +321,21 @@ class RequestParser:
         "_buffer",
         "_bulk",
         "_consumed",
+        "_idle",
         "_missing",
         "_pos",
+        "_ready",
         "_scan",
+        "_split",
+        "_split_ok",
         "max_request",
+        "more",
     )
 
-    def __init__(self, max_request: int = DEFAULT_MAX_REQUEST) -> None:
+    def __init__(self, max_request: int = DEFAULT_MAX_REQUEST, *, split: bool = True) -> None:
+        """``split=False``: the careful path only (to compare the two)."""
         self.max_request = max_request
+        self._split = split
         # Either the bytes of the last read, parsed in place while nothing is
         # left over (no copy), or a bytearray holding a tail plus new reads.
         self._buffer: bytes | bytearray = b""
@@ -248,9 +345,18 @@ class RequestParser:
         self._missing = 0  # elements it still lacks
         self._bulk = -1  # the awaited bulk string's length, or -1 before its header
         self._consumed = 0  # bytes of the unfinished request before _pos
+        # Requests the split path parsed ahead, last first (next_request() pops).
+        self._ready: list[list[bytes]] = []
+        self._split_ok = True  # the split path has not given up on this read
+        # Nothing buffered, nothing parsed ahead, no request begun.
+        self._idle = True
+        #: True when :meth:`take` may return more requests without new bytes.
+        self.more = False
 
     def feed(self, data: bytes) -> None:
         """Add bytes that arrived."""
+        self._split_ok = self._split
+        self._idle = False
         buffer = self._buffer
         pos = self._pos
         if pos >= len(buffer):
@@ -271,7 +377,7 @@ class RequestParser:
             self._pos = 0
 
     def buffered(self) -> int:
-        """Bytes fed and not yet returned as part of a request."""
+        """Bytes fed and not yet parsed as part of a request (parsed ahead counts as parsed)."""
         return self._consumed + len(self._buffer) - self._pos
 
     def _incomplete(self, pos: int) -> None:
@@ -293,6 +399,106 @@ class RequestParser:
             ProtocolError: malformed input (the message is Redis's wording).
             RequestTooLargeError: the request passes ``max_request`` bytes.
         """
+        ready = self.take()
+        if not ready:
+            return None
+        if len(ready) > 1:
+            self._ready = ready[1:]
+            self._idle = False
+        return ready[0]
+
+    def put_back(self, requests: list[list[bytes]]) -> None:
+        """Requests :meth:`take` returned but the caller did not handle: they come first again."""
+        if requests:
+            self._ready = requests + self._ready
+            self._idle = False
+
+    def take(self, data: bytes = b"") -> list[list[bytes]]:
+        """:meth:`feed` ``data`` (if any), then return requests complete now, in order.
+
+        ``[]`` until more bytes come.  Several when the split path took
+        them at once, else one; while :attr:`more` is true afterwards, call
+        again (without data) for the rest.  A malformed request is raised on
+        only once it is the first one left, so every request before it is
+        returned first.
+
+        Raises:
+            ProtocolError: malformed input (the message is Redis's wording).
+            RequestTooLargeError: the request passes ``max_request`` bytes.
+        """
+        if self._idle:
+            # Nothing left over (the usual case): split the read as it is.
+            if not data:
+                return []
+            self._idle = False
+            self._buffer = data
+            self._pos = self._scan = 0
+            self._split_ok = split = self._split
+            # All that is left must fit in the bound: then no complete
+            # request in it can pass the bound, and the split path need not
+            # check.
+            if split and len(data) <= self.max_request:
+                parts = data.split(_CRLF)
+                found, i = _split_requests(parts)
+                if i == len(parts) - 1 and not parts[i]:
+                    self._idle = True  # every byte taken
+                    self._buffer = b""
+                    return found
+                self._split_taken(parts, i, 0)
+                if found:
+                    return found
+        else:
+            ready = self._ready
+            if ready:
+                if data:
+                    self.feed(data)
+                self._ready = []
+                self.more = True  # what follows them is not parsed yet
+                return ready
+            if data:
+                self.feed(data)
+            buffer = self._buffer
+            pos = self._pos
+            left = len(buffer) - pos
+            # The split path only at a fresh request (the careful path has
+            # not begun to scan it), and within the bound, as above.
+            if (
+                left
+                and self._split_ok
+                and self._args is None
+                and self._scan <= pos
+                and left <= self.max_request
+            ):
+                tail = (
+                    buffer if not pos and type(buffer) is bytes else bytes(memoryview(buffer)[pos:])
+                )
+                parts = tail.split(_CRLF)
+                found, i = _split_requests(parts)
+                self._split_taken(parts, i, pos)
+                if found:
+                    return found
+        request = self._next_careful()
+        if self._pos >= len(self._buffer) and self._args is None:
+            self._idle = True  # every byte taken: let go of the buffer
+            self._buffer = b""
+            self._pos = self._scan = 0
+            self.more = False
+        else:
+            self.more = request is not None
+        return [] if request is None else [request]
+
+    def _split_taken(self, parts: list[bytes], i: int, pos: int) -> None:
+        """After the split path took ``parts[:i]`` of the bytes at ``pos``: move on past them."""
+        last = len(parts) - 1
+        # Each line taken ended with CRLF.
+        self._pos = pos + sum(map(len, parts[:i])) + 2 * i
+        if i < last:
+            self._split_ok = False  # the careful path takes the next request
+        # What follows the last CRLF may still hold an LF-ended inline line.
+        self.more = i < last or bool(parts[last])
+
+    def _next_careful(self) -> list[bytes] | None:
+        """:meth:`next_request` byte by byte, keeping its place in an incomplete request."""
         buffer = self._buffer
         size = len(buffer)
         pos = self._pos
@@ -549,61 +755,69 @@ class RespProtocol(Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self._parser.feed(data)
-        if not self._blocked:
-            self._answer()
-
-    def pause_writing(self) -> None:
-        self._blocked = True
-
-    def resume_writing(self) -> None:
-        self._blocked = False
-        self._answer()  # the requests that waited in the buffer
-
-    def _answer(self) -> None:
         """Execute every complete request buffered, writing the replies in order.
 
         Stops early at QUIT, at a protocol error (both close the connection)
-        and when the layer pauses our writing.
+        and when the layer pauses our writing (the rest waits for
+        :meth:`resume_writing`).
         """
+        parser = self._parser
+        if self._blocked:
+            parser.feed(data)
+            return
         transport = self._transport
         assert transport is not None, "data before connection_made()"
-        parser = self._parser
         store = self._store
         commands = _COMMANDS
         replies: list[bytes] = []
         pending = 0
         while True:
             try:
-                args = parser.next_request()
+                batch = parser.take(data)
             except ProtocolError as exc:
-                # latin-1: a byte quoted in the message goes back as that byte.
-                replies.append(_error(b"Protocol error: " + str(exc).encode("latin-1")))
-                transport.write(b"".join(replies))
-                transport.close()  # after the replies, as Redis does
+                self._refuse(exc, replies)
                 return
-            if args is None:
-                break
-            handler = commands.get(args[0])
-            if handler is None:
-                name = args[0].upper()
-                if name == _QUIT:
-                    replies.append(_OK)
+            data = b""
+            for done, args in enumerate(batch, 1):
+                handler = commands.get(args[0])
+                if handler is None:
+                    name = args[0].upper()
+                    if name == _QUIT:
+                        replies.append(_OK)
+                        transport.write(b"".join(replies))
+                        transport.close()
+                        return
+                    handler = commands.get(name)
+                reply = _unknown_command(args) if handler is None else handler(store, args)
+                replies.append(reply)
+                pending += len(reply)
+                if pending >= _WRITE_BATCH:
                     transport.write(b"".join(replies))
-                    transport.close()
-                    return
-                handler = commands.get(name)
-            reply = _unknown_command(args) if handler is None else handler(store, args)
-            replies.append(reply)
-            pending += len(reply)
-            if pending >= _WRITE_BATCH:
-                transport.write(b"".join(replies))
-                replies.clear()
-                pending = 0
-                if self._blocked or transport.is_closing():
-                    return  # the rest waits in the parser for resume_writing()
+                    replies.clear()
+                    pending = 0
+                    if self._blocked or transport.is_closing():
+                        parser.put_back(batch[done:])
+                        return  # the rest waits in the parser for resume_writing()
+            if not parser.more:
+                break
         if replies:
-            transport.write(b"".join(replies))
+            transport.write(replies[0] if len(replies) == 1 else b"".join(replies))
+
+    def pause_writing(self) -> None:
+        self._blocked = True
+
+    def resume_writing(self) -> None:
+        self._blocked = False
+        self.data_received(b"")  # the requests that waited in the parser
+
+    def _refuse(self, exc: ProtocolError, replies: list[bytes]) -> None:
+        """Malformed input: the replies so far, the error, then close, as Redis does."""
+        # latin-1: a byte quoted in the message goes back as that byte.
+        replies.append(_error(b"Protocol error: " + str(exc).encode("latin-1")))
+        transport = self._transport
+        assert transport is not None, "data before connection_made()"
+        transport.write(b"".join(replies))
+        transport.close()
 
 
 # -- the command line -----------------------------------------------------------------
