@@ -458,11 +458,8 @@ class LoopBase:
                         except Exception:  # a handler's bug must not stop the server
                             log.exception("fd %d: the handler raised; the server goes on", fd)
                     continue  # else an fd closed earlier in this batch
-                if (
-                    conn._out is not None
-                    or conn._slow
-                    or not (mask & _READ_OR_FAILURE and conn._events & _READ)
-                ):
+                # _slow: output pending, not reading, closing, a buffered protocol.
+                if conn._slow or not mask & _READ_OR_FAILURE:
                     conn._ready(mask)
                     continue
                 # The hot path: one recv(), the protocol's data_received(),

@@ -84,9 +84,13 @@ _EOF_IN = 1  # the peer's end of input was seen
 _APP_PAUSED = 2  # pause_reading()
 _WRITE_PAUSED = 4  # backpressure: output above the high-water mark
 
-# _slow bits: the reason a connection cannot take the loop's inline read path.
+# _slow bits: the reasons a connection cannot take the loop's inline read
+# path, so that the loop tests one attribute.  _SLOW_OUTPUT and
+# _SLOW_NOT_READING mirror _out and _events: set where those change.
 _SLOW_BUFFERED = 1
 _SLOW_CLOSING = 2
+_SLOW_OUTPUT = 4  # output waits in _out
+_SLOW_NOT_READING = 8  # READ is not registered
 
 #: Errors a peer causes; anything else is logged louder.
 _PEER_ERRNOS = frozenset(
@@ -240,6 +244,7 @@ class Transport:
     def _hold(self, rest: memoryview) -> None:
         """Keep the part the kernel did not take (copied: the caller may reuse its buffer)."""
         self._out = bytearray(rest)
+        self._slow |= _SLOW_OUTPUT
         if len(rest) > self._limits[1] and not self._flags & _WRITE_PAUSED:
             self._pause_writing()  # also updates the registration
         else:
@@ -283,6 +288,7 @@ class Transport:
                 self._update_events()
             return
         self._out = None
+        self._slow &= ~_SLOW_OUTPUT
         if self._flags & _WRITE_PAUSED and self._state < _CLOSING:
             self._resume_writing()  # may write again
         self._output_sent()
@@ -602,6 +608,10 @@ class Transport:
         else:
             poller.modify(self._fd, want)
         self._events = want
+        if want & _READ:
+            self._slow &= ~_SLOW_NOT_READING
+        else:
+            self._slow |= _SLOW_NOT_READING
 
     # -- limits, timeouts, information ---------------------------------------------
 
