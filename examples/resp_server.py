@@ -347,7 +347,7 @@ class RequestParser:
         self._consumed = 0  # bytes of the unfinished request before _pos
         # Requests the split path parsed ahead, last first (next_request() pops).
         self._ready: list[list[bytes]] = []
-        self._split_ok = True  # the split path has not given up on this read
+        self._split_ok = split  # the split path has not given up on this read
         # Nothing buffered, nothing parsed ahead, no request begun.
         self._idle = True
         #: True when :meth:`take` may return more requests without new bytes.
