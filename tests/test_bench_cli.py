@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pollkit._backends import check_backend_name, parse_backend
+from pollkit._select import SelectPoller
 from pollkit.bench.cli import STUDIES
 from pollkit.bench.harness import judge, paired_ratios, serpentine, summarize, verdict
 
@@ -144,6 +145,22 @@ def test_quick_echo_runs_each_driver_named(tmp_path: Path) -> None:
     assert measured["messages"] > 0
     assert measured["server_cpu_stat_seconds"] is not None
     assert entry["cpu_per_message_ratio_to_base"]["median"] == 1.0  # the base is itself
+
+
+@pytest.mark.timeout(60)
+def test_echo_skips_select_past_fd_setsize_with_the_reason(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    result = run_bench(
+        *("echo", "--quick", "--backends", SelectPoller.name, "--connections", "1100"),
+        *("--duration", "0.1", "--json", str(output)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "skipped: select watches only fds below FD_SETSIZE" in result.stdout
+    (point,) = load(output)["studies"]["echo"]["points"]
+    assert point["contenders"] == {}  # no round was driven, so none failed
+    assert point["skipped"] == {
+        f"pollkit-{SelectPoller.name}": "select watches only fds below FD_SETSIZE (1024)"
+    }
 
 
 @pytest.mark.timeout(60)

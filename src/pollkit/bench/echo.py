@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._backends import parse_backend
+from .._select import FD_SETSIZE, SelectPoller
 from . import harness
 from .harness import Progress, cell, paired_ratios, percentile, serpentine, summarize, table
 
@@ -42,17 +44,35 @@ CPU = "server_cpu_ns_per_message"
 
 @dataclass(frozen=True)
 class Contender:
-    """A server to measure: a name, the argv that runs it (``{host}``/``{port}`` filled in)."""
+    """A server to measure: a name, the argv that runs it (``{host}``/``{port}`` filled in).
+
+    ``max_connections``: the most it can serve at once (``None``: no known
+    limit), with ``limit_reason`` saying why; a point past it is skipped.
+    """
 
     name: str
     argv: tuple[str, ...]
+    max_connections: int | None = None
+    limit_reason: str = ""
+
+
+#: fds a select-driven server needs below FD_SETSIZE besides its connections
+#: (stdio, the listening socket, the waker's and the signal wakeup's pipes, a log).
+_SELECT_RESERVE = 16
 
 
 def pollkit_contenders(specs: Sequence[str], *extra: str) -> list[Contender]:
     """``pollkit echo --backend SPEC`` for each spec, with no client limit, plus ``extra``."""
     argv = (sys.executable, "-m", "pollkit", "echo", "--host", "{host}", "--port", "{port}",
             "--max-clients", "1000000", *extra)  # fmt: skip
-    return [Contender(f"pollkit-{spec}", (*argv, "--backend", spec)) for spec in specs]
+    found = []
+    for spec in specs:
+        limit, why = None, ""
+        if parse_backend(spec).driver == SelectPoller.name:
+            limit = FD_SETSIZE - _SELECT_RESERVE
+            why = f"select watches only fds below FD_SETSIZE ({FD_SETSIZE})"
+        found.append(Contender(f"pollkit-{spec}", (*argv, "--backend", spec), limit, why))
+    return found
 
 
 def choose_cpus() -> tuple[int | None, int | None]:
@@ -250,22 +270,26 @@ def run(study: str, contenders: Sequence[Contender], points: Sequence[tuple[int,
     round is recorded with an ``error`` and left out of the figures.
     """
     cpus = choose_cpus() if pin else (None, None)
-    progress.start(study, len(points) * rounds * len(contenders))
+    serves = [[c for c in contenders if (c.max_connections or n) >= n] for n, _ in points]
+    progress.start(study, rounds * sum(map(len, serves)))
     servers: list[ServerProcess] = []
     found = []
     try:
         for contender in contenders:
             servers.append(ServerProcess(contender, cpus[0]))
-        for conns, size in points:
-            runs: dict[str, list[dict[str, Any]]] = {server.name: [] for server in servers}
+        for (conns, size), able in zip(points, serves, strict=True):
+            skipped = {c.name: c.limit_reason for c in contenders if c not in able}
+            serving = [server for server in servers if server.name not in skipped]
+            runs: dict[str, list[dict[str, Any]]] = {server.name: [] for server in serving}
             for number in range(rounds):
-                for server in serpentine(servers, number):
+                for server in serpentine(serving, number):
                     argv = generator(server.host, server.port, conns, size, warmup, duration,
                                      pids_of(server.pid), cpus[1])  # fmt: skip
                     runs[server.name].append(_drive(argv, server, warmup + duration))
                     progress.step(f"{conns}x{size} {server.name} round {number + 1}")
             runs_by_name = {name: {"rounds": found_runs} for name, found_runs in runs.items()}
-            found.append({"connections": conns, "size": size, "contenders": runs_by_name})
+            point = {"connections": conns, "size": size, "contenders": runs_by_name}
+            found.append(point | ({"skipped": skipped} if skipped else {}))
     finally:
         for server in servers:
             server.stop()
