@@ -1,8 +1,17 @@
-"""A minimal Redis-protocol (RESP2) server as an asyncio Protocol: the RESP study's peer.
+"""Redis-protocol (RESP2) servers as asyncio Protocols: the RESP study's peers.
 
     python benchmarks/resp_asyncio_server.py --loop uvloop --port 6380
     python benchmarks/resp_asyncio_server.py --loop asyncio --port 6380
+    python benchmarks/resp_asyncio_server.py --loop uvloop --protocol example --port 6380
 
+``--protocol minimal`` (the default) is the server below; ``--protocol
+example`` serves ``examples/resp_server.py``'s own ``RespProtocol`` -- the
+same parser, commands and reply batching as the pollkit rows -- on the
+asyncio loop, so that the two rows differ in their loops only.  (The
+example's protocol uses only what asyncio's transports also have:
+``write()``, ``close()``, ``is_closing()``, ``pause_writing()``.)
+
+The minimal server:
 It answers what ``redis-benchmark -t ping,set,get`` sends, pipelined or not:
 ``PING`` (inline and array form), ``ECHO``, ``SET``, ``GET``, and the
 ``CONFIG GET`` and ``COMMAND`` it asks at start (an empty array each);
@@ -15,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from pollkit._validate import port_arg
 
@@ -111,10 +123,27 @@ def _parse(buffer: bytes, start: int) -> tuple[list[bytes], int] | None:
     return request, position
 
 
-async def serve(host: str, port: int) -> None:
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "resp_server.py"
+
+
+def _example_factory(store: dict[bytes, bytes]) -> Callable[[], asyncio.BaseProtocol]:
+    """``examples/resp_server.py``'s protocol, loaded by path (it is a script, not a module)."""
+    spec = importlib.util.spec_from_file_location("resp_server_example", EXAMPLE)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"resp_asyncio_server: error: cannot load {EXAMPLE}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    protocol: Callable[[dict[bytes, bytes]], asyncio.BaseProtocol] = module.RespProtocol
+    return lambda: protocol(store)
+
+
+async def serve(host: str, port: int, which: str) -> None:
     loop = asyncio.get_running_loop()
     store: dict[bytes, bytes] = {}
-    server = await loop.create_server(lambda: RespProtocol(store), host, port, backlog=4096)
+    factory: Callable[[], asyncio.BaseProtocol]
+    factory = _example_factory(store) if which == "example" else (lambda: RespProtocol(store))
+    server = await loop.create_server(factory, host, port, backlog=4096)
     print(f"listening on {host}:{port}", flush=True)
     async with server:
         await server.serve_forever()
@@ -125,6 +154,7 @@ def main() -> int:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=port_arg, required=True)
+    parser.add_argument("--protocol", choices=("minimal", "example"), default="minimal")
     args = parser.parse_args()
     run = asyncio.run
     if args.loop == "uvloop":
@@ -132,7 +162,7 @@ def main() -> int:
 
         run = uvloop.run
     try:
-        run(serve(args.host, args.port))
+        run(serve(args.host, args.port, args.protocol))
     except KeyboardInterrupt:
         pass
     return 0

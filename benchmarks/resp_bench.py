@@ -7,10 +7,13 @@
 Contenders, each a server in its own process pinned to one CPU, with
 ``redis-benchmark -t ping,set,get -c 50 -n N -P 1`` (and ``-P 16``) pinned to
 another: ``examples/resp_server.py --backend X`` on each pollkit driver
-(``pollkit-X``); the same server as an asyncio Protocol on uvloop
-(``uvloop-protocol``) and on plain asyncio (``asyncio-protocol``),
-``benchmarks/resp_asyncio_server.py``; and ``redis-server`` itself where it
-is installed.  A contender that cannot run here is skipped, with the reason.
+(``pollkit-X``); a minimal RESP server written as an asyncio Protocol, on
+uvloop (``uvloop-protocol``) and on plain asyncio (``asyncio-protocol``),
+and the example's own protocol on those loops (``uvloop-example``,
+``asyncio-example``), both from ``benchmarks/resp_asyncio_server.py``; and
+``redis-server`` itself where it is installed.  The ``-example`` rows run
+the same Python as the pollkit rows above the loop, so they compare loops.
+A contender that cannot run here is skipped, with the reason.
 
 Each round runs every contender once, in serpentine order; a round records
 requests/s (all requests over the time ``redis-benchmark`` reports for its
@@ -84,11 +87,13 @@ def contenders(specs: Sequence[str]) -> tuple[list[Contender], dict[str, str]]:
         argv = (sys.executable, str(EXAMPLE), "--host", "{host}", "--port", "{port}")
         found.append(Contender(f"pollkit-{spec}", (*argv, "--backend", spec)))
     for loop in ("uvloop", "asyncio"):
-        if importlib.util.find_spec(loop) is None:
-            skipped[f"{loop}-protocol"] = f"{loop} is not installed (pip install {loop})"
-            continue
-        argv = (sys.executable, str(HERE / "resp_asyncio_server.py"), "--loop", loop)
-        found.append(Contender(f"{loop}-protocol", (*argv, "--host", "{host}", "--port", "{port}")))
+        for protocol, name in (("minimal", f"{loop}-protocol"), ("example", f"{loop}-example")):
+            if importlib.util.find_spec(loop) is None:
+                skipped[name] = f"{loop} is not installed (pip install {loop})"
+                continue
+            argv = (sys.executable, str(HERE / "resp_asyncio_server.py"), "--loop", loop)
+            argv += ("--protocol", protocol, "--host", "{host}", "--port", "{port}")
+            found.append(Contender(name, argv))
     order = [BASE, MINE, UVLOOP]  # the compared pairs run side by side in every round
     found.sort(key=lambda c: order.index(c.name) if c.name in order else len(order))
     return found, skipped
