@@ -226,77 +226,6 @@ def split_inline(line: bytes) -> list[bytes]:
         words.append(bytes(word))
 
 
-def _split_requests(parts: list[bytes]) -> tuple[list[list[bytes]], int]:
-    """The complete requests at the start of ``parts`` (a read cut at every CRLF) that
-    table lookups can check, and the index of the first part not taken.
-
-    An array whose headers are all in ``_COUNTS``/``_LENGTHS`` (so they are
-    well-formed), and each of whose values is as long as declared (so it
-    holds no CRLF and is followed by CRLF), is taken as its values; an
-    inline line without quotes, rare blanks or a lone LF as its words (a
-    blank one is skipped).  Anything else stops here: the careful path
-    takes over at that request.  The last part follows the last CRLF, so it
-    is never a whole line.
-    """
-    last = len(parts) - 1
-    counts = _COUNTS
-    lengths = _LENGTHS
-    found: list[list[bytes]] = []
-    i = 0
-    while i < last:
-        token = parts[i]
-        count = counts.get(token)
-        if count is not None:
-            end = i + 2 * count  # the last value's index
-            if end >= last:
-                break  # incomplete
-            # A KeyError or a mismatch (an unknown header, a value
-            # holding CRLF) leaves the request to the careful path.
-            # The commonest sizes are written out: a loop costs more.
-            try:
-                if count == 1:
-                    value = parts[i + 2]
-                    if lengths[parts[i + 1]] != len(value):
-                        break
-                    found.append([value])
-                elif count == 2:
-                    _, h1, v1, h2, v2 = parts[i : end + 1]
-                    if lengths[h1] != len(v1) or lengths[h2] != len(v2):
-                        break
-                    found.append([v1, v2])
-                elif count == 3:
-                    _, h1, v1, h2, v2, h3, v3 = parts[i : end + 1]
-                    if lengths[h1] != len(v1) or lengths[h2] != len(v2) or lengths[h3] != len(v3):
-                        break
-                    found.append([v1, v2, v3])
-                else:
-                    values = parts[i + 2 : end + 1 : 2]
-                    header = i + 1
-                    for value in values:
-                        if lengths[parts[header]] != len(value):
-                            break
-                        header += 2
-                    else:
-                        found.append(values)
-                        i = end + 1
-                        continue
-                    break
-            except KeyError:
-                break
-            i = end + 1
-        elif token[:1] == b"*" or _INLINE_CAREFUL.search(token) is not None:
-            break  # *0, *-1, a long or malformed array, an unusual inline line
-        elif token.isalpha():
-            found.append([token])  # a bare command: PING, say
-            i += 1
-        else:
-            words = token.split()
-            if words:
-                found.append(words)
-            i += 1
-    return found, i
-
-
 class RequestParser:
     """Incremental RESP parsing: :meth:`feed` it bytes, take requests from :meth:`next_request`.
 
@@ -426,27 +355,20 @@ class RequestParser:
             ProtocolError: malformed input (the message is Redis's wording).
             RequestTooLargeError: the request passes ``max_request`` bytes.
         """
-        if self._idle:
-            # Nothing left over (the usual case): split the read as it is.
+        # The split path takes the bytes from ``pos`` on (``tail``) only at a
+        # fresh request (the careful path has not begun to scan it), and only
+        # when they fit in the bound: then no complete request in them can
+        # pass it, and the split path need not check.
+        tail: bytes | None = None
+        pos = 0
+        fresh = self._idle  # nothing buffered: the read is split as it is
+        if fresh:
             if not data:
                 return []
-            self._idle = False
-            self._buffer = data
-            self._pos = self._scan = 0
-            self._split_ok = split = self._split
-            # All that is left must fit in the bound: then no complete
-            # request in it can pass the bound, and the split path need not
-            # check.
-            if split and len(data) <= self.max_request:
-                parts = data.split(_CRLF)
-                found, i = _split_requests(parts)
-                if i == len(parts) - 1 and not parts[i]:
-                    self._idle = True  # every byte taken
-                    self._buffer = b""
-                    return found
-                self._split_taken(parts, i, 0)
-                if found:
-                    return found
+            if self._split and len(data) <= self.max_request:
+                tail = data
+            else:
+                self._enter(data)
         else:
             ready = self._ready
             if ready:
@@ -460,8 +382,6 @@ class RequestParser:
             buffer = self._buffer
             pos = self._pos
             left = len(buffer) - pos
-            # The split path only at a fresh request (the careful path has
-            # not begun to scan it), and within the bound, as above.
             if (
                 left
                 and self._split_ok
@@ -472,11 +392,88 @@ class RequestParser:
                 tail = (
                     buffer if not pos and type(buffer) is bytes else bytes(memoryview(buffer)[pos:])
                 )
-                parts = tail.split(_CRLF)
-                found, i = _split_requests(parts)
-                self._split_taken(parts, i, pos)
-                if found:
-                    return found
+        if tail is not None:
+            # An array whose headers are all in _COUNTS/_LENGTHS (so they are
+            # well-formed), and each of whose values is as long as declared
+            # (so it holds no CRLF and is followed by CRLF), is taken as its
+            # values; an inline line without quotes, rare blanks or a lone LF
+            # as its words (a blank one is skipped).  Anything else stops the
+            # split path: the careful path takes over at that request.
+            parts = tail.split(_CRLF)
+            last = len(parts) - 1  # parts[last] follows the last CRLF: never a whole line
+            counts = _COUNTS
+            lengths = _LENGTHS
+            found: list[list[bytes]] = []
+            i = 0
+            while i < last:
+                token = parts[i]
+                count = counts.get(token)
+                if count is not None:
+                    end = i + 2 * count  # the last value's index
+                    if end >= last:
+                        break  # incomplete
+                    # A KeyError or a mismatch (an unknown header, a value
+                    # holding CRLF) leaves the request to the careful path.
+                    # The commonest sizes are written out: a loop costs more.
+                    try:
+                        if count == 1:
+                            value = parts[i + 2]
+                            if lengths[parts[i + 1]] != len(value):
+                                break
+                            found.append([value])
+                        elif count == 2:
+                            _, h1, v1, h2, v2 = parts[i : end + 1]
+                            if lengths[h1] != len(v1) or lengths[h2] != len(v2):
+                                break
+                            found.append([v1, v2])
+                        elif count == 3:
+                            _, h1, v1, h2, v2, h3, v3 = parts[i : end + 1]
+                            if (
+                                lengths[h1] != len(v1)
+                                or lengths[h2] != len(v2)
+                                or lengths[h3] != len(v3)
+                            ):
+                                break
+                            found.append([v1, v2, v3])
+                        else:
+                            values = parts[i + 2 : end + 1 : 2]
+                            header = i + 1
+                            for value in values:
+                                if lengths[parts[header]] != len(value):
+                                    break
+                                header += 2
+                            else:
+                                found.append(values)
+                                i = end + 1
+                                continue
+                            break
+                    except KeyError:
+                        break
+                    i = end + 1
+                elif token[:1] == b"*" or _INLINE_CAREFUL.search(token) is not None:
+                    break  # *0, *-1, a long or malformed array, an unusual inline line
+                elif token.isalpha():
+                    found.append([token])  # a bare command: PING, say
+                    i += 1
+                else:
+                    words = token.split()
+                    if words:
+                        found.append(words)
+                    i += 1
+            if i == last and not parts[last] and fresh:
+                return found  # every byte taken: still nothing buffered
+            if fresh:
+                self._enter(data)
+            # Each line taken ended with CRLF.
+            self._pos = pos + (
+                len(tail) - len(parts[last]) if i == last else sum(map(len, parts[:i])) + 2 * i
+            )
+            if i < last:
+                self._split_ok = False  # the careful path takes the next request
+            # What follows the last CRLF may still hold an LF-ended inline line.
+            self.more = i < last or bool(parts[last])
+            if found:
+                return found
         request = self._next_careful()
         if self._pos >= len(self._buffer) and self._args is None:
             self._idle = True  # every byte taken: let go of the buffer
@@ -487,15 +484,12 @@ class RequestParser:
             self.more = request is not None
         return [] if request is None else [request]
 
-    def _split_taken(self, parts: list[bytes], i: int, pos: int) -> None:
-        """After the split path took ``parts[:i]`` of the bytes at ``pos``: move on past them."""
-        last = len(parts) - 1
-        # Each line taken ended with CRLF.
-        self._pos = pos + sum(map(len, parts[:i])) + 2 * i
-        if i < last:
-            self._split_ok = False  # the careful path takes the next request
-        # What follows the last CRLF may still hold an LF-ended inline line.
-        self.more = i < last or bool(parts[last])
+    def _enter(self, data: bytes) -> None:
+        """Buffer ``data``, the first bytes since nothing was left over."""
+        self._idle = False
+        self._buffer = data
+        self._pos = self._scan = 0
+        self._split_ok = self._split
 
     def _next_careful(self) -> list[bytes] | None:
         """:meth:`next_request` byte by byte, keeping its place in an incomplete request."""
@@ -769,6 +763,7 @@ class RespProtocol(Protocol):
         assert transport is not None, "data before connection_made()"
         store = self._store
         commands = _COMMANDS
+        write_batch = _WRITE_BATCH
         replies: list[bytes] = []
         pending = 0
         while True:
@@ -780,7 +775,9 @@ class RespProtocol(Protocol):
             data = b""
             for done, args in enumerate(batch, 1):
                 handler = commands.get(args[0])
-                if handler is None:
+                if handler is not None:
+                    reply = handler(store, args)
+                else:
                     name = args[0].upper()
                     if name == _QUIT:
                         replies.append(_OK)
@@ -788,10 +785,10 @@ class RespProtocol(Protocol):
                         transport.close()
                         return
                     handler = commands.get(name)
-                reply = _unknown_command(args) if handler is None else handler(store, args)
+                    reply = _unknown_command(args) if handler is None else handler(store, args)
                 replies.append(reply)
                 pending += len(reply)
-                if pending >= _WRITE_BATCH:
+                if pending >= write_batch:
                     transport.write(b"".join(replies))
                     replies.clear()
                     pending = 0
@@ -800,7 +797,7 @@ class RespProtocol(Protocol):
                         return  # the rest waits in the parser for resume_writing()
             if not parser.more:
                 break
-        if replies:
+        if pending:
             transport.write(replies[0] if len(replies) == 1 else b"".join(replies))
 
     def pause_writing(self) -> None:
