@@ -128,16 +128,22 @@ def test_quick_overhead_and_scaling_write_every_case(tmp_path: Path) -> None:
     assert [row[-1] for row in document["targets_table"]["rows"]] == [verdict(t) for t in targets]
 
 
-@pytest.mark.timeout(120)
-def test_quick_echo_runs_each_driver_named(tmp_path: Path) -> None:
+def quick_echo(tmp_path: Path, spec: str, connections: int) -> tuple[str, dict[str, Any]]:
+    """``pollkit bench echo --quick`` at one point: its stdout and the point's JSON."""
     output = tmp_path / "bench.json"
     result = run_bench(
-        *("echo", "--quick", "--backends", BACKEND, "--connections", "2"),
+        *("echo", "--quick", "--backends", spec, "--connections", str(connections)),
         *("--duration", "0.2", "--json", str(output)),
     )
     assert result.returncode == 0, result.stderr
-    assert "server CPU us/msg" in result.stdout
     (point,) = load(output)["studies"]["echo"]["points"]
+    return result.stdout, point
+
+
+@pytest.mark.timeout(120)
+def test_quick_echo_runs_each_driver_named(tmp_path: Path) -> None:
+    stdout, point = quick_echo(tmp_path, BACKEND, 2)
+    assert "server CPU us/msg" in stdout
     assert (point["connections"], point["size"]) == (2, 1024)
     (entry,) = point["contenders"].values()
     assert entry["errors"] == []
@@ -149,14 +155,8 @@ def test_quick_echo_runs_each_driver_named(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_echo_skips_select_past_fd_setsize_with_the_reason(tmp_path: Path) -> None:
-    output = tmp_path / "bench.json"
-    result = run_bench(
-        *("echo", "--quick", "--backends", SelectPoller.name, "--connections", "1100"),
-        *("--duration", "0.1", "--json", str(output)),
-    )
-    assert result.returncode == 0, result.stderr
-    assert "skipped: select watches only fds below FD_SETSIZE" in result.stdout
-    (point,) = load(output)["studies"]["echo"]["points"]
+    stdout, point = quick_echo(tmp_path, SelectPoller.name, 1100)
+    assert "skipped: select watches only fds below FD_SETSIZE" in stdout
     assert point["contenders"] == {}  # no round was driven, so none failed
     assert point["skipped"] == {
         f"pollkit-{SelectPoller.name}": "select watches only fds below FD_SETSIZE (1024)"
