@@ -334,6 +334,7 @@ class RequestParser:
         if len(ready) > 1:
             self._ready = ready[1:]
             self._idle = False
+            self.more = True
         return ready[0]
 
     def put_back(self, requests: list[list[bytes]]) -> None:
@@ -341,6 +342,7 @@ class RequestParser:
         if requests:
             self._ready = requests + self._ready
             self._idle = False
+            self.more = True
 
     def take(self, data: bytes = b"") -> list[list[bytes]]:
         """:meth:`feed` ``data`` (if any), then return requests complete now, in order.

@@ -454,11 +454,6 @@ def test_put_back_requests_come_first_in_their_order() -> None:
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.xfail(
-    strict=True,
-    reason="put_back() leaves more as take() set it: False after a read taken whole, "
-    "so a caller looping 'while parser.more' never gets the requests put back",
-)
 def test_more_is_true_after_put_back() -> None:
     parser = resp.RequestParser()
     batch = parser.take(_encoded(_sets(16)))
@@ -469,11 +464,6 @@ def test_more_is_true_after_put_back() -> None:
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.xfail(
-    strict=True,
-    reason="next_request() keeps the requests the split path parsed ahead, but more "
-    "stays False, so a caller switching to 'while parser.more: take()' never gets them",
-)
 def test_more_is_true_while_next_request_holds_requests_parsed_ahead() -> None:
     parser = resp.RequestParser()
     parser.feed(_encoded(_sets(16)))
