@@ -116,6 +116,7 @@ def test_nan_timeout_is_refused(poller: Poller) -> None:
         poller.poll(float("nan"))
 
 
+@pytest.mark.pollkit_exact  # asserts one poll() call's exact result
 @pytest.mark.parametrize("value", [False, True])
 def test_a_bool_is_refused_as_a_timeout_as_it_is_as_an_fd_or_a_mask(
     poller: Poller, socketpair: SocketPair, value: bool
@@ -137,6 +138,7 @@ def test_a_bool_is_refused_as_a_timeout_as_it_is_as_an_fd_or_a_mask(
     assert poller.poll(0) == [(left.fileno(), WRITE)]
 
 
+@pytest.mark.pollkit_exact  # asserts one poll() call's exact result
 @pytest.mark.parametrize("timeout", ["1", b"0", [1], 1j], ids=["str", "bytes", "list", "complex"])
 def test_a_timeout_that_is_not_a_number_is_refused_by_name(
     poller: Poller, socketpair: SocketPair, timeout: object
@@ -192,6 +194,7 @@ def test_unregister_unknown_fd_raises_not_registered(
     assert len(poller) == 0
 
 
+@pytest.mark.pollkit_exact  # asserts one poll() call's exact result
 def test_register_closed_fd_raises_oserror_and_changes_nothing(
     poller: Poller, socketpair: SocketPair
 ) -> None:
