@@ -274,7 +274,8 @@ class RequestParser:
         self._missing = 0  # elements it still lacks
         self._bulk = -1  # the awaited bulk string's length, or -1 before its header
         self._consumed = 0  # bytes of the unfinished request before _pos
-        # Requests the split path parsed ahead, last first (next_request() pops).
+        # Requests parsed but not yet returned (put back, or held by
+        # next_request()), in order: take() returns them first.
         self._ready: list[list[bytes]] = []
         self._split_ok = split  # the split path has not given up on this read
         # Nothing buffered, nothing parsed ahead, no request begun.
@@ -370,7 +371,7 @@ class RequestParser:
             if self._split and len(data) <= self.max_request:
                 tail = data
             else:
-                self._enter(data)
+                self.feed(data)
         else:
             ready = self._ready
             if ready:
@@ -465,7 +466,7 @@ class RequestParser:
             if i == last and not parts[last] and fresh:
                 return found  # every byte taken: still nothing buffered
             if fresh:
-                self._enter(data)
+                self.feed(data)  # the split path left some of the read to the careful one
             # Each line taken ended with CRLF.
             self._pos = pos + (
                 len(tail) - len(parts[last]) if i == last else sum(map(len, parts[:i])) + 2 * i
@@ -485,13 +486,6 @@ class RequestParser:
         else:
             self.more = request is not None
         return [] if request is None else [request]
-
-    def _enter(self, data: bytes) -> None:
-        """Buffer ``data``, the first bytes since nothing was left over."""
-        self._idle = False
-        self._buffer = data
-        self._pos = self._scan = 0
-        self._split_ok = self._split
 
     def _next_careful(self) -> list[bytes] | None:
         """:meth:`next_request` byte by byte, keeping its place in an incomplete request."""
