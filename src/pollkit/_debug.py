@@ -6,9 +6,9 @@
 wrapper adds is a :class:`PollkitDebugWarning` when the program misuses the
 poller.  Each message names the fd, what was seen, what to do, and the
 ``file:line`` of the ``register()`` call: the first frame outside pollkit's
-own wrapper modules (this one, ``_chaos``, ``_base`` and the ``compat``
-adapter), so a server layer that registers on the application's behalf is
-named as the site, which is where the fix goes.
+own wrapper modules (this one, ``_chaos``, ``_wrap``, ``_base`` and the
+``compat`` adapter), so a server layer that registers on the application's
+behalf is named as the site, which is where the fix goes.
 
 The checks, and the facts they rest on:
 
@@ -91,15 +91,14 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ._backends import parse_backend
-from ._base import FileDescriptorLike, Poller, Registration, to_fd
+from ._base import FileDescriptorLike, Poller, to_fd
 from ._events import Events
 from ._validate import positive_int
+from ._wrap import WrapperBase
 from .errors import BackendUnavailableError, PollkitDebugWarning
 
 if TYPE_CHECKING:
-    from types import FrameType, TracebackType
-
-    from typing_extensions import Self
+    from types import FrameType
 
 __all__ = ["DebugPoller", "PollkitDebugWarning"]
 
@@ -144,7 +143,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 #: Frames in these files are pollkit's own wrappers; a site is the first
 #: frame outside them.
 _WRAPPER_FILES = frozenset(
-    os.path.join(_HERE, name) for name in ("_debug.py", "_chaos.py", "_base.py", "compat.py")
+    os.path.join(_HERE, name)
+    for name in ("_debug.py", "_chaos.py", "_wrap.py", "_base.py", "compat.py")
 )
 
 
@@ -308,7 +308,7 @@ def _sees_changes_live(name: str) -> bool:
     return spec.driver == "epoll" and "chaos" not in spec.prefixes
 
 
-class DebugPoller(Poller):
+class DebugPoller(WrapperBase):
     """A :class:`Poller` around ``inner`` that warns about misuse.
 
     It returns exactly what ``inner`` returns and raises exactly what it
@@ -318,10 +318,8 @@ class DebugPoller(Poller):
 
     def __init__(self, inner: Poller, *, spin_threshold: int = DEFAULT_SPIN_THRESHOLD) -> None:
         self._closed = True  # until construction is complete (see __del__)
-        self._inner = inner
         self._spin_threshold = positive_int("spin_threshold", spin_threshold)
-        self.name: str = f"debug:{inner.name}"
-        self.features: frozenset[str] = inner.features
+        super().__init__(inner, f"debug:{inner.name}")
         self._watches: dict[int, _Watch] = {}
         self._calls = 0
         self._pid = os.getpid()
@@ -389,15 +387,6 @@ class DebugPoller(Poller):
         if watch is not None:
             self._check_identity(watch, "at unregister()")
 
-    def get_registration(self, fd: FileDescriptorLike) -> Registration:
-        return self._inner.get_registration(fd)
-
-    def __len__(self) -> int:
-        return len(self._inner)
-
-    def __contains__(self, fd: object) -> bool:
-        return fd in self._inner
-
     # -- waiting --------------------------------------------------------------
 
     def poll(
@@ -429,10 +418,8 @@ class DebugPoller(Poller):
         self._inner.wakeup()
 
     # -- life cycle -----------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self._inner.closed
+    # closed, fileno(), len(), ``in``, get_registration(), the context manager
+    # and repr() are WrapperBase's: inner's answers and errors, unchanged.
 
     def close(self) -> None:
         if self._closed:
@@ -470,29 +457,6 @@ class DebugPoller(Poller):
             if fd in self._inner and not self._identity_change(watch):
                 lines.append(f"fd {fd} ({_bits(watch.events)}) registered at {watch.site}")
         return lines
-
-    @property
-    def inner(self) -> Poller:
-        """The poller this one wraps (a driver, or another checking wrapper)."""
-        return self._inner
-
-    def fileno(self) -> int:
-        return self._inner.fileno()
-
-    def __enter__(self) -> Self:
-        self._inner.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<DebugPoller around {self._inner!r}>"
 
     def __del__(self) -> None:
         if getattr(self, "_closed", True):
