@@ -87,6 +87,7 @@ from ._base import (
 )
 from ._events import INPUT_EVENTS, OUTPUT_ONLY_EVENTS, Events
 from ._validate import int_at_least
+from ._wrap import WrapperBase
 from .errors import InvalidArgumentError, PollerClosedError, PollerForkedError, PollkitError
 
 if TYPE_CHECKING:
@@ -324,7 +325,7 @@ def _is_stream_like(fd: int) -> bool:
     return stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
-class ChaosPoller(Poller):
+class ChaosPoller(WrapperBase):
     """A :class:`~pollkit.Poller` that injects the faults the contract allows.
 
     ``inner`` is the poller to wrap (any, a ``DebugPoller`` included); the
@@ -360,9 +361,7 @@ class ChaosPoller(Poller):
             self.seed = int_at_least("seed", seed, 0)
             self.stream = 0
             _count_opened()
-        self._inner = inner
-        self.name: str = f"chaos:{inner.name}"
-        self.features: frozenset[str] = inner.features
+        super().__init__(inner, f"chaos:{inner.name}")
         self._rng = random.Random(f"{self.seed}:{self.stream}")
         self._spurious_rate = self.rates["spurious"]
         self._split_rate = self.rates["split"]
@@ -403,16 +402,14 @@ class ChaosPoller(Poller):
 
     # -- introspection ------------------------------------------------------------
 
-    @property
-    def inner(self) -> Poller:
-        """The wrapped poller."""
-        return self._inner
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"seed={self.seed} stream={self.stream}"
         return f"<ChaosPoller {self.name} {state}>"
 
     # -- state ----------------------------------------------------------------------
+    # This wrapper has a state of its own, so it overrides WrapperBase's
+    # forwarding: each method tests it first (the error names this chaos
+    # poller), and len(), ``in`` and get_registration() count held changes.
 
     def _check_usable(self) -> None:
         if self._closed:
