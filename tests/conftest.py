@@ -25,8 +25,9 @@ from types import FrameType
 
 import pytest
 
-from pollkit import FD_SETSIZE, Events, FileDescriptorLike, Poller, Registration
+from pollkit import FD_SETSIZE, Events, FileDescriptorLike, Poller
 from pollkit._backends import parse_backend
+from pollkit._wrap import WrapperBase
 
 # pytester runs throwaway test suites through the plugin (test_pytest_plugin.py).
 pytest_plugins = ["pytester"]
@@ -66,13 +67,24 @@ def driver_of(poller: Poller) -> str:
 # -- a base for test doubles ---------------------------------------------------
 
 
-class Delegating(Poller):
-    """A :class:`Poller` that hands every call to :attr:`inner`: a base for test doubles."""
+class Delegating(WrapperBase):
+    """A :class:`Poller` that hands every call to :attr:`inner`: a base for test doubles.
+
+    The forwarding of what a wrapper does not check is pollkit's own
+    (``WrapperBase``); a double overrides what it changes.
+    """
 
     def __init__(self, inner: Poller) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.features = inner.features
+        super().__init__(inner, inner.name)
+
+    @property
+    def inner(self) -> Poller:
+        return self._inner
+
+    @inner.setter
+    def inner(self, inner: Poller) -> None:
+        # A double may set inner itself instead of calling __init__ (ShufflingPoller).
+        self._inner = inner
 
     def register(
         self,
@@ -83,42 +95,20 @@ class Delegating(Poller):
         edge: bool = False,
         exclusive: bool = False,
     ) -> None:
-        self.inner.register(fd, events, oneshot=oneshot, edge=edge, exclusive=exclusive)
+        self._inner.register(fd, events, oneshot=oneshot, edge=edge, exclusive=exclusive)
 
     def modify(
         self, fd: FileDescriptorLike, events: int, *, oneshot: bool = False, edge: bool = False
     ) -> None:
-        self.inner.modify(fd, events, oneshot=oneshot, edge=edge)
+        self._inner.modify(fd, events, oneshot=oneshot, edge=edge)
 
     def unregister(self, fd: FileDescriptorLike) -> None:
-        self.inner.unregister(fd)
+        self._inner.unregister(fd)
 
     def poll(
         self, timeout: float | None = None, max_events: int | None = None
     ) -> list[tuple[int, int]]:
-        return self.inner.poll(timeout, max_events)
-
-    def wakeup(self) -> None:
-        self.inner.wakeup()
-
-    @property
-    def closed(self) -> bool:
-        return self.inner.closed
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def fileno(self) -> int:
-        return self.inner.fileno()
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __contains__(self, fd: object) -> bool:
-        return fd in self.inner
-
-    def get_registration(self, fd: FileDescriptorLike) -> Registration:
-        return self.inner.get_registration(fd)
+        return self._inner.poll(timeout, max_events)
 
 
 # -- sockets ------------------------------------------------------------------
