@@ -74,7 +74,8 @@ class Queueing(DatagramProtocol):
       ``get_write_buffer_size()`` after each ``sendto()`` (one list per burst);
       ``burst N via K`` sends number K to :attr:`nowhere` instead.
     * ``oversize`` sends a datagram too large for IPv4, then ``after``.
-    * ``close then send`` calls ``transport.close()``, then ``sendto()``.
+    * ``close then send`` calls ``transport.close()``, then ``sendto()``;
+      ``abort then send`` the same with ``abort()``.
     * anything else is answered with ``re:`` and the datagram.
 
     ``raising``: ``error_received()`` records the error, then raises.
@@ -102,7 +103,7 @@ class Queueing(DatagramProtocol):
         self.bursts: list[list[int]] = []
         #: ``get_write_buffer_size()`` right after each oversized sendto().
         self.buffered_after_oversize: list[int] = []
-        #: ``(is_closing(), get_write_buffer_size())`` after ``close then send``.
+        #: ``(is_closing(), get_write_buffer_size())`` after ``close/abort then send``.
         self.after_close: list[tuple[bool, int]] = []
         self.errors: list[OSError] = []
         self.lost = threading.Event()
@@ -136,8 +137,11 @@ class Queueing(DatagramProtocol):
             with self.condition:
                 self.buffered_after_oversize.append(transport.get_write_buffer_size())
             transport.sendto(b"after", addr)
-        elif data == b"close then send":
-            transport.close()
+        elif data in (b"close then send", b"abort then send"):
+            if data.startswith(b"close"):
+                transport.close()
+            else:
+                transport.abort()
             transport.sendto(b"sent after close()", addr)
             with self.condition:
                 self.after_close.append((transport.is_closing(), transport.get_write_buffer_size()))
@@ -624,5 +628,25 @@ def test_an_abort_drops_the_queue_at_once(poller: Poller, directory: str) -> Non
             thread.join(PROMPT)
             assert not thread.is_alive()
         assert left_over(client) == [numbered(n) for n in range(direct)]
+    assert protocol.lost.is_set()
+    assert len(poller) == 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_sendto_after_close_is_a_no_op(poller: Poller, directory: str, how: str) -> None:
+    # close() and abort() ask for a stop; from then on is_closing() is true
+    # and sendto() is a no-op, in the same callback too (before the drain).
+    protocol = Queueing()
+    with (
+        unix_client(directory) as client,
+        unix_datagram_server(poller, protocol, directory) as server,
+    ):
+        with running(server, poller) as thread:
+            client.sendto(b"%s then send" % how.encode(), server_path(directory))
+            thread.join(PROMPT)
+            assert not thread.is_alive()
+        assert left_over(client) == []
+    assert protocol.after_close == [(True, 0)]
     assert protocol.lost.is_set()
     assert len(poller) == 0

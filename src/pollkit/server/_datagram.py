@@ -59,15 +59,21 @@ class DatagramTransport:
     Made by the server, never by the application; call it on the loop's thread.
     """
 
-    __slots__ = ("_server",)
+    __slots__ = ("_closing", "_server")
 
     def __init__(self, server: DatagramServer) -> None:
         self._server = server
+        # Set by close() and abort(): later sendto() calls, in the same
+        # callback too, are no-ops.  A shutdown() from another thread does
+        # not cut short a callback that is running: its datagrams are sent
+        # or queued until the drain begins.
+        self._closing = False
 
     def sendto(self, data: Buffer, addr: tuple[Any, ...]) -> None:
         """Send one datagram to ``addr``: at once, or queued while the socket is full.
 
-        A no-op once closing.  An error goes to the protocol's
+        A no-op after :meth:`close` or :meth:`abort`, and once a stop has
+        begun sending the queue.  An error goes to the protocol's
         ``error_received()``.
 
         Raises:
@@ -75,7 +81,7 @@ class DatagramTransport:
         """
         payload: bytes | memoryview = data if type(data) is bytes else _as_bytes(data)
         server = self._server
-        if server._draining or server._closed:
+        if self._closing or server._draining or server._closed:
             return
         if server._queue:
             server._enqueue(bytes(payload), addr)
@@ -89,10 +95,12 @@ class DatagramTransport:
 
     def close(self) -> None:
         """Stop the server gracefully (queued datagrams are sent first)."""
+        self._closing = True
         self._server.shutdown(graceful=True)
 
     def abort(self) -> None:
         """Stop the server at once, dropping queued datagrams."""
+        self._closing = True
         self._server.shutdown(graceful=False)
 
     def is_closing(self) -> bool:
