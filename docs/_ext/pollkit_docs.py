@@ -73,6 +73,10 @@ def _is_private_server_base(cls: type) -> bool:
     )
 
 
+def _is_private_wrapper_base(cls: type) -> bool:
+    return cls.__module__ == "pollkit._wrap"
+
+
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) | {
     "collections",
     "selectors",
@@ -186,6 +190,10 @@ class ApiDirective(_RstDirective):
             # Server's methods live in a private base: show them on Server.
             if any(_is_private_server_base(base) for base in obj.__mro__[1:]):
                 options.append("   :inherited-members:")
+            elif any(_is_private_wrapper_base(base) for base in obj.__mro__[1:]):
+                # What a wrapper forwards lives in its private base: show it on
+                # the wrapper, but not Poller's own members again.
+                options += ["   :inherited-members: Poller", "   :exclude-members: name, features"]
             return [f".. autoclass:: {qualname}", *options, ""]
         if inspect.isroutine(obj):
             if not inspect.getdoc(obj):
