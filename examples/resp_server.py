@@ -251,20 +251,22 @@ class RequestParser:
         "_bulk",
         "_consumed",
         "_idle",
+        "_max_request",
         "_missing",
         "_pos",
         "_ready",
         "_scan",
-        "_split",
+        "_split_max",
         "_split_ok",
-        "max_request",
         "more",
     )
 
     def __init__(self, max_request: int = DEFAULT_MAX_REQUEST, *, split: bool = True) -> None:
         """``split=False``: the careful path only (to compare the two)."""
-        self.max_request = max_request
-        self._split = split
+        self._max_request = max_request
+        # The longest read the split path takes whole: one that fits in the
+        # bound (then no complete request in it can pass the bound); -1: none.
+        self._split_max = max_request if split else -1
         # Either the bytes of the last read, parsed in place while nothing is
         # left over (no copy), or a bytearray holding a tail plus new reads.
         self._buffer: bytes | bytearray = b""
@@ -283,9 +285,14 @@ class RequestParser:
         #: True when :meth:`take` may return more requests without new bytes.
         self.more = False
 
+    @property
+    def max_request(self) -> int:
+        """The bound on one request's size, in bytes (fixed at construction)."""
+        return self._max_request
+
     def feed(self, data: bytes) -> None:
         """Add bytes that arrived."""
-        self._split_ok = self._split
+        self._split_ok = self._split_max >= 0
         self._idle = False
         buffer = self._buffer
         pos = self._pos
@@ -313,11 +320,11 @@ class RequestParser:
     def _incomplete(self, pos: int) -> None:
         """Wait for more bytes; but refuse a request that has outgrown the bound."""
         self._pos = pos
-        if self._consumed + len(self._buffer) - pos > self.max_request:
+        if self._consumed + len(self._buffer) - pos > self._max_request:
             raise self._too_large()
 
     def _too_large(self) -> RequestTooLargeError:
-        return RequestTooLargeError(f"request larger than max-request ({self.max_request} bytes)")
+        return RequestTooLargeError(f"request larger than max-request ({self._max_request} bytes)")
 
     def next_request(self) -> list[bytes] | None:
         """The next complete request's words (command first), or None until more bytes come.
@@ -366,10 +373,10 @@ class RequestParser:
         pos = 0
         fresh = self._idle  # nothing buffered: the read is split as it is
         if fresh:
-            if not data:
-                return []
-            if self._split and len(data) <= self.max_request:
+            if len(data) <= self._split_max:
                 tail = data
+            elif not data:
+                return []
             else:
                 self.feed(data)
         else:
@@ -390,7 +397,7 @@ class RequestParser:
                 and self._split_ok
                 and self._args is None
                 and self._scan <= pos
-                and left <= self.max_request
+                and left <= self._split_max
             ):
                 tail = (
                     buffer if not pos and type(buffer) is bytes else bytes(memoryview(buffer)[pos:])
@@ -404,13 +411,12 @@ class RequestParser:
             # split path: the careful path takes over at that request.
             parts = tail.split(_CRLF)
             last = len(parts) - 1  # parts[last] follows the last CRLF: never a whole line
-            counts = _COUNTS
             lengths = _LENGTHS
             found: list[list[bytes]] = []
             i = 0
             while i < last:
                 token = parts[i]
-                count = counts.get(token)
+                count = _COUNTS.get(token)
                 if count is not None:
                     end = i + 2 * count  # the last value's index
                     if end >= last:
@@ -453,17 +459,17 @@ class RequestParser:
                     except KeyError:
                         break
                     i = end + 1
+                elif token.isalpha():
+                    found.append([token])  # a bare command (PING, say): letters only
+                    i += 1
                 elif token[:1] == b"*" or _INLINE_CAREFUL.search(token) is not None:
                     break  # *0, *-1, a long or malformed array, an unusual inline line
-                elif token.isalpha():
-                    found.append([token])  # a bare command: PING, say
-                    i += 1
                 else:
                     words = token.split()
                     if words:
                         found.append(words)
                     i += 1
-            if i == last and not parts[last] and fresh:
+            if fresh and i == last and not parts[last]:
                 return found  # every byte taken: still nothing buffered
             if fresh:
                 self.feed(data)  # the split path left some of the read to the careful one
@@ -509,7 +515,7 @@ class RequestParser:
                         self._scan = size
                         self._incomplete(pos)
                         return None
-                    if line_end + 1 - pos > self.max_request:
+                    if line_end + 1 - pos > self._max_request:
                         raise self._too_large()
                     stop = (
                         line_end - 1 if line_end > pos and buffer[line_end - 1] == _CR else line_end
@@ -532,7 +538,7 @@ class RequestParser:
                 pos = line_end + 2
                 if count <= 0:
                     continue
-                if header + _MIN_ELEMENT * count > self.max_request:
+                if header + _MIN_ELEMENT * count > self._max_request:
                     raise self._too_large()
                 args = self._args = []
                 self._missing = count
@@ -557,7 +563,7 @@ class RequestParser:
                         raise ProtocolError("invalid bulk length")
                     consumed += line_end + 2 - pos
                     pos = line_end + 2
-                    if consumed + length + 2 > self.max_request:
+                    if consumed + length + 2 > self._max_request:
                         raise self._too_large()
                     bulk = length
                 stop = pos + bulk
@@ -755,20 +761,27 @@ class RespProtocol(Protocol):
         if self._blocked:
             parser.feed(data)
             return
+        try:
+            batch = parser.take(data)
+        except ProtocolError as exc:
+            self._refuse(exc, [])
+            return
         transport = self._transport
         assert transport is not None, "data before connection_made()"
         store = self._store
         commands = _COMMANDS
+        if len(batch) == 1 and not parser.more:
+            # One request and nothing after it (a client waiting for each
+            # reply): its reply goes out as it is.
+            args = batch[0]
+            handler = commands.get(args[0])
+            if handler is not None:
+                transport.write(handler(store, args))
+                return
         write_batch = _WRITE_BATCH
         replies: list[bytes] = []
         pending = 0
         while True:
-            try:
-                batch = parser.take(data)
-            except ProtocolError as exc:
-                self._refuse(exc, replies)
-                return
-            data = b""
             for done, args in enumerate(batch, 1):
                 handler = commands.get(args[0])
                 if handler is not None:
@@ -793,6 +806,11 @@ class RespProtocol(Protocol):
                         return  # the rest waits in the parser for resume_writing()
             if not parser.more:
                 break
+            try:
+                batch = parser.take()
+            except ProtocolError as exc:
+                self._refuse(exc, replies)
+                return
         if pending:
             transport.write(replies[0] if len(replies) == 1 else b"".join(replies))
 

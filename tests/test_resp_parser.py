@@ -408,3 +408,36 @@ def test_no_request_runs_while_writing_is_paused() -> None:
             break
         transport.drain()
     assert bytes(transport.written) == b"+OK\r\n" + reply * 10 + b"+PONG\r\n"
+
+
+def test_one_request_per_read_is_answered_in_order_and_waits_while_paused() -> None:
+    value = b"v" * 100_000
+    reply = b"$100000\r\n" + value + b"\r\n"
+    protocol, transport = _connected(high=50_000)
+    protocol.data_received(encode(b"SET", b"big", value))
+    protocol.data_received(encode(b"GET", b"big"))  # this one reply passes the high-water mark
+    assert transport.paused
+    protocol.data_received(b"PING\r\n")  # held until resume_writing()
+    assert bytes(transport.written) == b"+OK\r\n" + reply
+    transport.drain()
+    protocol.data_received(b"get big\r\n")  # a lower-case name takes the general loop
+    transport.drain()
+    protocol.data_received(b"NOPE\r\n")
+    assert bytes(transport.written) == (
+        b"+OK\r\n"
+        + reply
+        + b"+PONG\r\n"
+        + reply
+        + b"-ERR unknown command 'NOPE', with args beginning with: \r\n"
+    )
+    assert not transport.closed
+    protocol.data_received(b"QUIT\r\n")
+    assert transport.closed
+    assert bytes(transport.written).endswith(b"+OK\r\n")
+
+
+def test_max_request_is_read_only() -> None:
+    parser = resp.RequestParser(100)
+    assert parser.max_request == 100
+    with pytest.raises(AttributeError):
+        parser.max_request = 200
