@@ -40,6 +40,7 @@ from echo_helpers import (
 )
 from pollkit import FD_SETSIZE, FdOutOfRangeError, Poller
 from pollkit.server import Server, Transport
+from pollkit.server._loop import FIRST_READ_SIZE, READ_SIZE
 from server_helpers import (
     CallLog,
     Made,
@@ -438,3 +439,35 @@ def test_bytes_per_readiness_report_are_bounded(poller: Poller) -> None:
         if index == 0:
             per_turn[turn] = per_turn.get(turn, 0) + count
     assert max(per_turn.values()) <= READ_BOUND, "a readiness report read without bound"
+
+
+@pytest.mark.timeout(60)
+def test_reads_start_small_and_grow_at_the_first_full_one(poller: Poller) -> None:
+    """A connection's first read takes at most FIRST_READ_SIZE bytes (small
+    requests get small bytes objects); one that fills it moves the connection
+    to READ_SIZE reads, still bounded, and no byte is lost or reordered."""
+    sizes: list[int] = []
+
+    def note(protocol: Recorder, data: bytes) -> None:
+        sizes.append(len(data))
+
+    log = CallLog(data_received=note)
+    payload = pattern(0, 3 * READ_SIZE)
+    with (
+        serving(poller, log.factory, socket_buffer=4 * READ_BOUND) as server,
+        connect(server.address) as small,
+        connect(server.address) as bulk,
+    ):
+        first, second = log.wait_protocols(2)
+        small.sendall(b"PING\r\n")
+        first.wait_received(6)
+        assert bytes(first.received) == b"PING\r\n"
+        with loop_held(server):
+            bulk.sendall(payload)
+            wait_unread(bulk, len(payload))
+        second.wait_received(len(payload))
+        assert bytes(second.received) == payload
+    bulk_sizes = sizes[1:]
+    assert bulk_sizes[0] == FIRST_READ_SIZE
+    assert bulk_sizes[1] == READ_SIZE, f"reads did not grow after a full one: {bulk_sizes[:4]}"
+    assert max(bulk_sizes) == READ_SIZE

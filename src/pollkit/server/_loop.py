@@ -28,8 +28,11 @@ The read path of a connection is written out in the loop itself rather than
 behind a method call: it is the path every message takes (one ``recv()``,
 one call of ``data_received()``, whose ``write()`` tries ``send()`` at once),
 and a call per message is a measurable share of an echo's cost.  Everything
-else (pending output, a buffered protocol, a closing connection, failure
-bits) goes through ``Transport._ready()``.
+else (pending output, a buffered protocol, a closing connection, reading
+held) goes through ``Transport._ready()``.  A connection's reads start at
+``FIRST_READ_SIZE`` and move to ``READ_SIZE`` at the first read that fills
+the small size: a client sending small requests gets bytes objects from
+CPython's small-object allocator, a bulk sender pays one extra read.
 
 The loop reads the clock only when something needs it: once per turn for
 idle timeouts (a connection's ``last_active`` is that turn's time, shared by
@@ -89,13 +92,16 @@ __all__ = ["Timer"]
 
 log = logging.getLogger("pollkit.server")
 
-_READ = int(Events.READ)
-_FAILURE = int(Events.ERROR | Events.HANGUP | Events.INVALID)
-_READ_OR_FAILURE = _READ | _FAILURE
 #: One read's size: a loopback segment fits, and so does the largest datagram.
 #: Reading at most this much per readiness report keeps one busy connection
 #: from holding up the rest.
 READ_SIZE = 65536
+#: A connection's reads start this small: CPython makes a bytes object this
+#: size (with its header) from its small-object allocator, far cheaper than
+#: the general allocator a READ_SIZE buffer needs.  The first read that
+#: fills it (the peer sends more than small requests) moves that connection
+#: to READ_SIZE for good.
+FIRST_READ_SIZE = 256
 #: Rebuild the timer heap when this many entries are cancelled and they are
 #: more than half of it.
 _COMPACT_AT = 256
@@ -459,13 +465,16 @@ class LoopBase:
                             log.exception("fd %d: the handler raised; the server goes on", fd)
                     continue  # else an fd closed earlier in this batch
                 # _slow: output pending, not reading, closing, a buffered protocol.
-                if conn._slow or not mask & _READ_OR_FAILURE:
+                # Otherwise only READ is registered, so the report is READ or a
+                # failure, which a recv() meets; a spurious one costs an EAGAIN.
+                if conn._slow:
                     conn._ready(mask)
                     continue
                 # The hot path: one recv(), the protocol's data_received(),
                 # whose write() tries send() at once.
+                size = conn._read_size
                 try:
-                    data = conn._sock.recv(read_size)
+                    data = conn._sock.recv(size)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:
@@ -473,6 +482,8 @@ class LoopBase:
                     continue
                 if data:
                     conn._last_active = now
+                    if size != read_size and len(data) == size:
+                        conn._read_size = read_size  # see FIRST_READ_SIZE
                     try:
                         conn._protocol.data_received(data)  # type: ignore[attr-defined]  # not _slow: a Protocol
                     except Exception as exc:  # noqa: BLE001  # aborts this connection only

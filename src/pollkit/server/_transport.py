@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from .._events import Events
 from .._validate import int_at_least, seconds
 from ..errors import InvalidArgumentError, PollerClosedError, PollerForkedError
-from ._loop import READ_SIZE
+from ._loop import FIRST_READ_SIZE, READ_SIZE
 from ._net import unsent_bytes
 from ._protocols import BufferedProtocol
 
@@ -150,6 +150,7 @@ class Transport:
         "_limits",
         "_out",
         "_protocol",
+        "_read_size",
         "_server",
         "_slow",
         "_sock",
@@ -176,6 +177,7 @@ class Transport:
         self._limits = server._limits  # (low, high): the server's until set per connection
         self._idle: float | None = server._idle_timeout
         self._last_active = now
+        self._read_size = FIRST_READ_SIZE  # see FIRST_READ_SIZE: grows on a full read
 
     # -- writing -----------------------------------------------------------------
 
@@ -506,8 +508,9 @@ class Transport:
         if self._slow & _SLOW_BUFFERED:
             self._read_into_buffer(sock, protocol)
             return
+        size = self._read_size
         try:
-            data = sock.recv(READ_SIZE)
+            data = sock.recv(size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -516,6 +519,8 @@ class Transport:
         if not data:
             self._end_of_input()
             return
+        if len(data) == size:
+            self._read_size = READ_SIZE
         self._last_active = self._server._now
         try:
             protocol.data_received(data)  # type: ignore[attr-defined]  # not buffered: a Protocol
