@@ -768,16 +768,16 @@ class RespProtocol(Protocol):
             return
         transport = self._transport
         assert transport is not None, "data before connection_made()"
-        store = self._store
-        commands = _COMMANDS
         if len(batch) == 1 and not parser.more:
             # One request and nothing after it (a client waiting for each
             # reply): its reply goes out as it is.
             args = batch[0]
-            handler = commands.get(args[0])
+            handler = _COMMANDS.get(args[0])
             if handler is not None:
-                transport.write(handler(store, args))
+                transport.write(handler(self._store, args))
                 return
+        store = self._store
+        commands = _COMMANDS
         write_batch = _WRITE_BATCH
         replies: list[bytes] = []
         pending = 0
