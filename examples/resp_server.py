@@ -140,12 +140,14 @@ _ESCAPES = {ord("n"): 0x0A, ord("r"): 0x0D, ord("t"): 0x09, ord("b"): 0x08, ord(
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 #: The split path (in :meth:`RequestParser.take`) reads arrays of at most
-#: this many elements, each at most ``_SPLIT_BULK`` bytes long; it looks their
-#: headers up in these tables, which hold only the canonical spellings.
+#: this many elements, each at most ``_SPLIT_BULK`` bytes long; it checks
+#: their headers against these tables, which hold only the canonical
+#: spellings: an array's count is looked up by its header, a value's header
+#: is found by the value's length (an index: no hashing of the header).
 _SPLIT_COUNT = 64
 _SPLIT_BULK = 1024
 _COUNTS = {b"*%d" % n: n for n in range(1, _SPLIT_COUNT + 1)}
-_LENGTHS = {b"$%d" % n: n for n in range(_SPLIT_BULK + 1)}
+_HEADERS = [b"$%d" % n for n in range(_SPLIT_BULK + 1)]
 #: An inline line the split path leaves to the careful one: quotes and the
 #: rarer blanks need split_inline(), an LF alone ends a line there.
 _INLINE_CAREFUL = re.compile(rb"[\"'\x00\x0b\x0c\n]")
@@ -403,7 +405,7 @@ class RequestParser:
                     buffer if not pos and type(buffer) is bytes else bytes(memoryview(buffer)[pos:])
                 )
         if tail is not None:
-            # An array whose headers are all in _COUNTS/_LENGTHS (so they are
+            # An array whose headers are all in _COUNTS/_HEADERS (so they are
             # well-formed), and each of whose values is as long as declared
             # (so it holds no CRLF and is followed by CRLF), is taken as its
             # values; an inline line without quotes, rare blanks or a lone LF
@@ -411,7 +413,7 @@ class RequestParser:
             # split path: the careful path takes over at that request.
             parts = tail.split(_CRLF)
             last = len(parts) - 1  # parts[last] follows the last CRLF: never a whole line
-            lengths = _LENGTHS
+            headers = _HEADERS
             found: list[list[bytes]] = []
             i = 0
             while i < last:
@@ -421,26 +423,27 @@ class RequestParser:
                     end = i + 2 * count  # the last value's index
                     if end >= last:
                         break  # incomplete
-                    # A KeyError or a mismatch (an unknown header, a value
-                    # holding CRLF) leaves the request to the careful path.
+                    # A mismatch (an unusual header, a value holding CRLF) or
+                    # an IndexError (a long value) leaves the request to the
+                    # careful path.
                     # The commonest sizes are written out: a loop costs more.
                     try:
                         if count == 1:
                             value = parts[i + 2]
-                            if lengths[parts[i + 1]] != len(value):
+                            if headers[len(value)] != parts[i + 1]:
                                 break
                             found.append([value])
                         elif count == 2:
                             _, h1, v1, h2, v2 = parts[i : end + 1]
-                            if lengths[h1] != len(v1) or lengths[h2] != len(v2):
+                            if headers[len(v1)] != h1 or headers[len(v2)] != h2:
                                 break
                             found.append([v1, v2])
                         elif count == 3:
                             _, h1, v1, h2, v2, h3, v3 = parts[i : end + 1]
                             if (
-                                lengths[h1] != len(v1)
-                                or lengths[h2] != len(v2)
-                                or lengths[h3] != len(v3)
+                                headers[len(v1)] != h1
+                                or headers[len(v2)] != h2
+                                or headers[len(v3)] != h3
                             ):
                                 break
                             found.append([v1, v2, v3])
@@ -448,7 +451,7 @@ class RequestParser:
                             values = parts[i + 2 : end + 1 : 2]
                             header = i + 1
                             for value in values:
-                                if lengths[parts[header]] != len(value):
+                                if headers[len(value)] != parts[header]:
                                     break
                                 header += 2
                             else:
@@ -456,7 +459,7 @@ class RequestParser:
                                 i = end + 1
                                 continue
                             break
-                    except KeyError:
+                    except IndexError:
                         break
                     i = end + 1
                 elif token.isalpha():
