@@ -25,9 +25,13 @@ What it does each turn, and why:
    pending makes the next ``poll()`` not block.
 
 The read path of a connection is written out in the loop itself rather than
-behind a method call: it is the path every message takes (one ``recv()``,
-one call of ``data_received()``, whose ``write()`` tries ``send()`` at once),
-and a call per message is a measurable share of an echo's cost.  Everything
+behind a method call: it is the path every message takes (one read, one
+call of ``data_received()``, whose ``write()`` tries ``send()`` at once),
+and a call per message is a measurable share of an echo's cost.  The read
+is ``os.read()`` on the socket's fd: on a TCP socket read(2) is recv(2)
+without flags, and ``os.read()`` skips what ``socket.recv()`` adds in
+Python (argument parsing by format string, its timeout machinery, which a
+non-blocking socket never uses).  Everything
 else (pending output, a buffered protocol, a closing connection, reading
 held) goes through ``Transport._ready()``.  A connection's reads start at
 ``FIRST_READ_SIZE`` and move to ``READ_SIZE`` at the first read that fills
@@ -63,6 +67,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -432,6 +437,7 @@ class LoopBase:
         lost = self._lost
         monotonic = time.monotonic
         read_size = READ_SIZE
+        read = os.read  # see the module docstring: not the socket's recv()
         now = self._now
         while True:
             # Timers, deferred connection_lost() calls and other threads'
@@ -474,7 +480,7 @@ class LoopBase:
                 # whose write() tries send() at once.
                 size = conn._read_size
                 try:
-                    data = conn._sock.recv(size)
+                    data = read(conn._fd, size)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -503,14 +504,13 @@ class Transport:
             return
         if state >= _CLOSING:
             return
-        sock = self._sock
         protocol = self._protocol
         if self._slow & _SLOW_BUFFERED:
-            self._read_into_buffer(sock, protocol)
+            self._read_into_buffer(self._sock, protocol)
             return
         size = self._read_size
         try:
-            data = sock.recv(size)
+            data = os.read(self._fd, size)  # as the loop's inline read (see _loop.py)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
