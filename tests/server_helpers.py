@@ -78,6 +78,8 @@ class Serves(TypingProtocol):
 
     def shutdown(self, graceful: bool = True) -> None: ...
 
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> None: ...
+
 
 # -- a server in a thread ---------------------------------------------------------
 
@@ -127,7 +129,7 @@ def serving(
     assert len(poller) == 0, "the server left registrations in the caller's poller"
 
 
-def on_loop(server: Server, function: Callable[[], _T], *, timeout: float = PROMPT) -> _T:
+def on_loop(server: Serves, function: Callable[[], _T], *, timeout: float = PROMPT) -> _T:
     """Run ``function()`` on the server's loop thread; return its result or raise its error.
 
     It goes through ``call_soon_threadsafe()``, so each call is also one more

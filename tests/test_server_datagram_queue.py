@@ -44,7 +44,7 @@ import pytest
 from echo_helpers import PROMPT, wait_until
 from pollkit import Events, Poller
 from pollkit.server import DatagramProtocol, DatagramServer, DatagramTransport
-from server_helpers import running
+from server_helpers import on_loop, running
 
 _T = TypeVar("_T")
 
@@ -268,27 +268,6 @@ def left_over(sock: socket.socket, limit: int = 1000) -> list[bytes]:
         except BlockingIOError:
             break
     return datagrams
-
-
-def on_loop(server: DatagramServer, function: Callable[[], _T]) -> _T:
-    """Run ``function()`` on the server's loop thread; return its result or raise its error."""
-    done = threading.Event()
-    results: list[_T] = []
-    errors: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            results.append(function())
-        except BaseException as exc:  # noqa: BLE001  # re-raised in the test's thread below
-            errors.append(exc)
-        finally:
-            done.set()
-
-    server.call_soon_threadsafe(call)
-    assert done.wait(PROMPT), "the loop did not run a call_soon_threadsafe() callback"
-    if errors:
-        raise errors[0]
-    return results[0]
 
 
 class State(NamedTuple):
