@@ -77,15 +77,6 @@ class Delegating(WrapperBase):
     def __init__(self, inner: Poller) -> None:
         super().__init__(inner, inner.name)
 
-    @property
-    def inner(self) -> Poller:
-        return self._inner
-
-    @inner.setter
-    def inner(self, inner: Poller) -> None:
-        # A double may set inner itself instead of calling __init__ (ShufflingPoller).
-        self._inner = inner
-
     def register(
         self,
         fd: FileDescriptorLike,

@@ -587,9 +587,8 @@ class ShufflingPoller(Delegating):
     def __init__(
         self, inner: Poller, *, seed: int = 0, split: float = 0.5, early: float = 0.2
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.name = f"shuffling:{inner.name}"
-        self.features = inner.features
         self.rng = random.Random(seed)
         self.split = split
         self.early = early

@@ -424,14 +424,6 @@ class DriverBase(Poller):
         self._check_usable()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __len__(self) -> int:
         self._check_usable()
         return len(self._registry)
