@@ -27,16 +27,17 @@ What it does each turn, and why:
 The read path of a connection is written out in the loop itself rather than
 behind a method call: it is the path every message takes (one read, one
 call of ``data_received()``, whose ``write()`` tries ``send()`` at once),
-and a call per message is a measurable share of an echo's cost.  The read
-is ``os.read()`` on the socket's fd: on a TCP socket read(2) is recv(2)
-without flags, and ``os.read()`` skips what ``socket.recv()`` adds in
-Python (argument parsing by format string, its timeout machinery, which a
-non-blocking socket never uses).  Everything
+and a call per message is a measurable share of an echo's cost.  Everything
 else (pending output, a buffered protocol, a closing connection, reading
-held) goes through ``Transport._ready()``.  A connection's reads start at
-``FIRST_READ_SIZE`` and move to ``READ_SIZE`` at the first read that fills
-the small size: a client sending small requests gets bytes objects from
-CPython's small-object allocator, a bulk sender pays one extra read.
+held) goes through ``Transport._ready()``.
+
+The read is ``os.read()`` on the socket's fd: on a TCP socket read(2) is
+recv(2) without flags, and ``os.read()`` skips what ``socket.recv()`` adds
+(argument parsing by format string, timeout machinery a non-blocking socket
+never uses).  A connection's reads start at ``FIRST_READ_SIZE`` and move to
+``READ_SIZE`` at the first read that fills the small size: a client sending
+small requests gets bytes objects from CPython's small-object allocator, a
+bulk sender pays one extra read.
 
 The loop reads the clock only when something needs it: once per turn for
 idle timeouts (a connection's ``last_active`` is that turn's time, shared by
@@ -472,11 +473,11 @@ class LoopBase:
                     continue  # else an fd closed earlier in this batch
                 # _slow: output pending, not reading, closing, a buffered protocol.
                 # Otherwise only READ is registered, so the report is READ or a
-                # failure, which a recv() meets; a spurious one costs an EAGAIN.
+                # failure, which a read meets; a spurious one costs an EAGAIN.
                 if conn._slow:
                     conn._ready(mask)
                     continue
-                # The hot path: one recv(), the protocol's data_received(),
+                # The hot path: one read, the protocol's data_received(),
                 # whose write() tries send() at once.
                 size = conn._read_size
                 try:
