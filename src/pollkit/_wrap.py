@@ -32,8 +32,8 @@ class WrapperBase(Poller):
 
     def __init__(self, inner: Poller, name: str) -> None:
         self._inner = inner
-        self.name = name
-        self.features = inner.features
+        self.name: str = name
+        self.features: frozenset[str] = inner.features
 
     @property
     def inner(self) -> Poller:
