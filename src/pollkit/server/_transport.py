@@ -675,8 +675,11 @@ class Transport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``"peername"``, ``"sockname"`` (addresses) or ``"socket"``; else ``default``.
 
-        Keep the socket's use to reading options: reading, writing or
-        closing it behind the transport's back breaks the transport.
+        Keep the socket's use to reading and setting options: reading,
+        writing or closing it behind the transport's back breaks the
+        transport.  The transport reads with ``os.read()`` on the fd it was
+        given, so after a ``close()`` here it would read whatever file next
+        gets that fd number (``debug:`` reports such a reuse).
         """
         sock = self._sock
         try:
