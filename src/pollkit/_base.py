@@ -135,6 +135,16 @@ def check_max_events(max_events: int) -> int:
     return max_events
 
 
+def state_error(name: str, closed: bool) -> PollerClosedError | PollerForkedError:
+    """The error of a poller named ``name`` that is closed, or (``closed`` false) forked."""
+    if closed:
+        return PollerClosedError(f"this {name} poller is closed")
+    return PollerForkedError(
+        f"this {name} poller was made by the parent process (pid changed "
+        "after fork); only close() works here: open a new poller in the child"
+    )
+
+
 class Poller(ABC):
     """Readiness notification for a set of file descriptors.
 
@@ -536,12 +546,7 @@ class DriverBase(Poller):
             raise self._state_error()
 
     def _state_error(self) -> Exception:
-        if self._closed:
-            return PollerClosedError(f"this {self.name} poller is closed")
-        return PollerForkedError(
-            f"this {self.name} poller was made by the parent process (pid changed "
-            "after fork); only close() works here: open a new poller in the child"
-        )
+        return state_error(self.name, self._closed)
 
     def _mark_forked(self) -> None:
         if not self._closed:

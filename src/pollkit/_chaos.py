@@ -83,12 +83,13 @@ from ._base import (
     Registration,
     check_max_events,
     check_timeout,
+    state_error,
     to_fd,
 )
 from ._events import INPUT_EVENTS, OUTPUT_ONLY_EVENTS, Events
 from ._validate import int_at_least
 from ._wrap import WrapperBase
-from .errors import InvalidArgumentError, PollerClosedError, PollerForkedError, PollkitError
+from .errors import InvalidArgumentError, PollkitError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -412,13 +413,8 @@ class ChaosPoller(WrapperBase):
     # poller), and len(), ``in`` and get_registration() count held changes.
 
     def _check_usable(self) -> None:
-        if self._closed:
-            raise PollerClosedError(f"this {self.name} poller is closed")
-        if self._forked:
-            raise PollerForkedError(
-                f"this {self.name} poller was made by the parent process (pid changed "
-                "after fork); only close() works here: open a new poller in the child"
-            )
+        if self._closed or self._forked:
+            raise state_error(self.name, self._closed)
 
     @property
     def closed(self) -> bool:
