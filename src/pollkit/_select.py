@@ -29,7 +29,6 @@ Facts about select(2) and what they mean here:
 from __future__ import annotations
 
 import errno
-import fcntl
 import select
 from collections.abc import Sequence
 
@@ -55,7 +54,7 @@ _read_pair = _READ_PAIRS.__getitem__
 
 def _is_closed(fd: int) -> bool:
     try:
-        fcntl.fcntl(fd, fcntl.F_GETFD)
+        check_open(fd)
     except OSError as exc:
         return exc.errno == errno.EBADF
     return False
