@@ -481,7 +481,7 @@ class LoopBase:
                 # whose write() tries send() at once.
                 size = conn._read_size
                 try:
-                    data = read(conn._fd, size)
+                    data = read(fd, size)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:
@@ -492,7 +492,7 @@ class LoopBase:
                     if size != read_size and len(data) == size:
                         conn._read_size = read_size  # see FIRST_READ_SIZE
                     try:
-                        conn._protocol.data_received(data)  # type: ignore[attr-defined]  # not _slow: a Protocol
+                        conn._data_received(data)  # looked up once: see Transport
                     except Exception as exc:  # noqa: BLE001  # aborts this connection only
                         conn._callback_failed(exc, "data_received")
                 else:

@@ -295,6 +295,8 @@ class Server(LoopBase):
             protocol.connection_made(transport)
         except Exception as exc:  # noqa: BLE001  # aborts this connection only
             transport._callback_failed(exc, "connection_made")
+            return
+        transport._bind_data_received()  # what connection_made() installed, if anything
 
     def _connection_closed(self, transport: Transport) -> None:
         self._lingering.discard(transport)

@@ -44,6 +44,7 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._events import Events
@@ -87,11 +88,16 @@ _WRITE_PAUSED = 4  # backpressure: output above the high-water mark
 
 # _slow bits: the reasons a connection cannot take the loop's inline read
 # path, so that the loop tests one attribute.  _SLOW_OUTPUT and
-# _SLOW_NOT_READING mirror _out and _events: set where those change.
+# _SLOW_NOT_READING mirror _out and _events: set where those change.  The
+# bits above _WRITE_FAST_MAX are also every reason write() cannot send at
+# once (output pending, or the state is not open), so that write() tests one
+# comparison; the two lowest do not stop a write.
 _SLOW_BUFFERED = 1
-_SLOW_CLOSING = 2
+_SLOW_NOT_READING = 2  # READ is not registered
+_WRITE_FAST_MAX = _SLOW_BUFFERED | _SLOW_NOT_READING
 _SLOW_OUTPUT = 4  # output waits in _out
-_SLOW_NOT_READING = 8  # READ is not registered
+_SLOW_CLOSING = 8  # closing, lingering or closed
+_SLOW_EOF_WRITTEN = 16  # write_eof() was called
 
 #: Errors a peer causes; anything else is logged louder.
 _PEER_ERRNOS = frozenset(
@@ -134,6 +140,11 @@ def _as_bytes(data: object) -> memoryview:
     return view
 
 
+def _no_data_received(data: bytes) -> None:
+    """What a read calls for a protocol without ``data_received`` (that connection fails)."""
+    raise AttributeError("the protocol has no data_received() method")
+
+
 class Transport:
     """The server's side of one TCP connection, handed to ``connection_made()``.
 
@@ -143,6 +154,7 @@ class Transport:
     """
 
     __slots__ = (
+        "_data_received",
         "_events",
         "_fd",
         "_flags",
@@ -179,6 +191,21 @@ class Transport:
         self._idle: float | None = server._idle_timeout
         self._last_active = now
         self._read_size = FIRST_READ_SIZE  # see FIRST_READ_SIZE: grows on a full read
+        self._data_received: Callable[[bytes], object] = _no_data_received
+        self._bind_data_received()
+
+    def _bind_data_received(self) -> None:
+        """Look up the protocol's ``data_received`` once, as uvloop does.
+
+        Called at set-up and again when ``connection_made()`` has returned, so
+        that a protocol may install its own callable there (the echo protocol
+        installs the transport's ``write``).  Every read calls what was found:
+        an attribute lookup per read is a measurable share of a small message.
+        """
+        if not self._slow & _SLOW_BUFFERED:
+            found = getattr(self._protocol, "data_received", None)
+            if found is not None:
+                self._data_received = found
 
     # -- writing -----------------------------------------------------------------
 
@@ -193,7 +220,8 @@ class Transport:
                 a ``TypeError`` and an ``InvalidArgumentError``.
             RuntimeError: after :meth:`write_eof`.
         """
-        if self._out is not None or self._state or type(data) is not bytes:
+        # One comparison stands for "output pending or not open" (see _slow).
+        if self._slow > _WRITE_FAST_MAX or type(data) is not bytes:
             self._write_slow(data)
             return
         if not data:
@@ -327,6 +355,7 @@ class Transport:
         if self._state != _OPEN:
             return
         self._state = _EOF_WRITTEN
+        self._slow |= _SLOW_EOF_WRITTEN
         if self._out is None:
             self._output_sent()
 
@@ -523,7 +552,7 @@ class Transport:
             self._read_size = READ_SIZE
         self._last_active = self._server._now
         try:
-            protocol.data_received(data)  # type: ignore[attr-defined]  # not buffered: a Protocol
+            self._data_received(data)
         except Exception as exc:  # noqa: BLE001  # aborts this connection only
             self._callback_failed(exc, "data_received")
 
