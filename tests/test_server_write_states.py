@@ -234,8 +234,8 @@ class _NoDataReceived:
 def test_a_protocol_without_data_received_fails_only_its_connection(
     poller: Poller, caplog: pytest.LogCaptureFixture
 ) -> None:
-    factories: list[Any] = [_NoDataReceived, lambda: Recorder(log)]
     log = CallLog(data_received=lambda protocol, data: transport_of(protocol).write(data))
+    factories: list[Any] = [_NoDataReceived, log.factory]
 
     def factory() -> Any:
         return factories.pop(0)()
