@@ -107,3 +107,19 @@ def test_info_report_says_why_a_driver_is_unavailable(monkeypatch: pytest.Monkey
     assert epoll["available"] is False
     assert "Function not implemented" in epoll["reason"]
     assert report["default"] == "poll"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["info", "echo", "client", "bench"])
+def test_every_command_runs_without_docstrings(command: str) -> None:
+    """``python -OO`` strips docstrings: no command may build its help from one."""
+    result = subprocess.run(
+        [sys.executable, "-OO", "-m", "pollkit", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"pollkit {command}" in result.stdout

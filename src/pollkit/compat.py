@@ -138,7 +138,7 @@ class PollerSelector(selectors.BaseSelector):
         chosen: type[PollerSelector] = cls
         if "fileno" in poller.features and not issubclass(cls, _PollerSelectorWithFileno):
             chosen = _PollerSelectorWithFileno
-        self = super().__new__(chosen)
+        self = object.__new__(chosen)  # BaseSelector has no __new__ of its own
         self._poller = poller
         return self  # type: ignore[return-value]  # a subclass of cls, chosen by the driver
 

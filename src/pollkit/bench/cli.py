@@ -59,7 +59,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def add_commands(subparsers: Any) -> None:
     """Add ``bench`` to the ``pollkit`` command line."""
     help = "measure the drivers here, against the raw calls beneath them"
-    parser = subparsers.add_parser("bench", help=help, description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser(
+        "bench", help=help, description=(__doc__ or help).split("\n\n")[0]
+    )
     configure_parser(parser)
 
 
