@@ -20,10 +20,9 @@ send-buffer charge as it passes it on, and a receiver that does not read
 makes the kernel drop, not block.  A Unix datagram socket keeps the charge
 until the receiver reads, refuses with ``EAGAIN`` once ``SO_SNDBUF`` is
 used up, and its ``poll()`` reports ``WRITE`` only once there is room again:
-the kernel behaviour the queue exists for, deterministic and local.  The
-layer binds only host and port, so :func:`unix_datagram_server` puts such a
-socket in place of the one it bound, before serving begins.  The error
-tests that need no queue run on plain loopback UDP.
+the kernel behaviour the queue exists for, deterministic and local.
+:func:`unix_datagram_server` binds such a socket and hands it to the server
+(``sock=``).  The error tests that need no queue run on plain loopback UDP.
 """
 
 from __future__ import annotations
@@ -207,21 +206,19 @@ def unix_datagram_server(
 
     Its ``SO_SNDBUF`` is the kernel's minimum, so a burst of :data:`SIZE`
     datagrams that nobody reads is refused after a few (see the module
-    docstring).  The UDP socket the server bound is closed; the server
-    closes the new one.  Not serving yet: wrap it in ``running()``.
+    docstring).  The server owns the socket once made, and closes it; a
+    constructor that raises leaves it to be closed here.  Not serving yet:
+    wrap it in ``running()``.
     """
-    with DatagramServer(poller, lambda: protocol, "127.0.0.1", 0, **options) as server:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)  # raised to the minimum
-            sock.bind(server_path(directory))
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        bound = server._sock
-        server._sock, server._fd = sock, sock.fileno()
-        bound.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)  # raised to the minimum
+        sock.bind(server_path(directory))
+        server = DatagramServer(poller, lambda: protocol, sock=sock, **options)
+    except BaseException:
+        sock.close()
+        raise
+    with server:
         yield server
 
 

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from .._validate import port as check_port
 from .._validate import positive_int, seconds
 from ..errors import InvalidArgumentError
 from ._loop import READ_SIZE, LoopBase
-from ._net import DEFAULT_HOST, DEFAULT_PORT, bind_socket, format_address
+from ._net import format_address, open_server_socket
 from ._server import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_BUFFER
 from ._stats import ServerStats
 from ._transport import _as_bytes
@@ -125,13 +126,14 @@ class DatagramTransport:
         return default
 
     def __repr__(self) -> str:
-        return f"<DatagramTransport {format_address(self._server._address)}>"
+        return f"<DatagramTransport {format_address(self._server._sockname)}>"
 
 
 class DatagramServer(LoopBase):
     """A UDP server on one :class:`~pollkit.Poller`, with one :class:`DatagramProtocol`.
 
-    The constructor binds at once (``port=0`` picks a free port);
+    The constructor binds at once (``port=0`` picks a free port), or takes a
+    socket the caller bound (``sock``);
     :meth:`serve_forever` calls ``protocol_factory()`` once, hands it the
     transport (``connection_made``), and serves until :meth:`shutdown`; the
     protocol's ``connection_lost()`` runs when the socket closes.
@@ -139,16 +141,29 @@ class DatagramServer(LoopBase):
     Arguments:
         poller: any :class:`~pollkit.Poller`, wrappers included.
         protocol_factory: called once, with no arguments.
-        host, port: where to bind; IPv4 or IPv6.
+        host, port: where to bind; IPv4 or IPv6.  ``None`` (the defaults):
+            ``"127.0.0.1"`` and port 8888, as :class:`Server`.
         max_buffer: queued bytes past which the server stops reading until
             the queue drains to a quarter of it.
         grace_period: seconds a graceful stop spends sending queued datagrams.
         reuse_port: set ``SO_REUSEPORT`` so that several servers (processes)
             share the port; the kernel spreads datagrams over them by sender.
+        sock: serve on this socket instead of binding one, as asyncio's
+            ``create_datagram_endpoint(sock=...)``: a ``SOCK_DGRAM`` socket,
+            ``AF_INET``, ``AF_INET6`` or ``AF_UNIX``, open and bound (it may
+            be connected: ``datagram_received()`` then hears only that
+            peer).  It excludes ``host``, ``port`` and ``reuse_port``.  Once
+            the constructor has returned the server owns the socket: it is
+            made non-blocking, and closed by :meth:`close` (or when
+            :meth:`serve_forever` returns).  A constructor that raises
+            leaves it open, the caller's.  On an ``AF_UNIX`` socket
+            :attr:`address` raises (a path is no ``(host, port)``).
 
     Raises:
-        InvalidArgumentError: a bad port, limit or timeout, or a
-            ``protocol_factory`` that is not callable (the message names it).
+        InvalidArgumentError: a bad port, limit or timeout, a
+            ``protocol_factory`` that is not callable, a ``sock`` that is not
+            an open, bound datagram socket, or ``sock`` with ``host``,
+            ``port`` or ``reuse_port`` (the message names the value).
         OSError: the address does not resolve, or cannot be bound.
     """
 
@@ -158,27 +173,37 @@ class DatagramServer(LoopBase):
         self,
         poller: Poller,
         protocol_factory: Callable[[], DatagramProtocol],
-        host: str = DEFAULT_HOST,
-        port: int = DEFAULT_PORT,
+        host: str | None = None,
+        port: int | None = None,
         *,
         max_buffer: int = DEFAULT_MAX_BUFFER,
         grace_period: float = DEFAULT_GRACE_PERIOD,
         reuse_port: bool = False,
+        sock: socket.socket | None = None,
     ) -> None:
-        check_port("port", port)
+        if port is not None:
+            check_port("port", port)
         if not callable(protocol_factory):
             raise InvalidArgumentError(f"protocol_factory = {protocol_factory!r} is not callable")
         self._max_buffer = positive_int("max_buffer", max_buffer)
         self._low_water = self._max_buffer // 4
         self._grace_period = seconds("grace_period", grace_period)
         self._protocol_factory = protocol_factory
-        sock = bind_socket(host, port, udp=True, reuse_port=bool(reuse_port), backlog=None)
+        sock, made = open_server_socket(
+            host, port, sock, udp=True, reuse_port=bool(reuse_port), backlog=None
+        )
         try:
-            self._address: tuple[str, int] = sock.getsockname()[:2]
+            # A path (str, or bytes for an abstract name) for AF_UNIX.
+            self._sockname: tuple[Any, ...] | str | bytes = sock.getsockname()
+            self._address: tuple[str, int] | None = (
+                None if sock.family == socket.AF_UNIX else self._sockname[:2]
+            )
             super().__init__(poller)
         except BaseException:
-            sock.close()
+            if made:  # a socket the caller gave stays the caller's
+                sock.close()
             raise
+        sock.setblocking(False)  # nothing fails from here on: the socket is the server's
         self._sock = sock
         self._fd = sock.fileno()
         self._events = 0
@@ -192,8 +217,22 @@ class DatagramServer(LoopBase):
 
     @property
     def address(self) -> tuple[str, int]:
-        """The bound ``(host, port)``; the real port when 0 was asked for."""
-        return self._address
+        """The bound ``(host, port)`` (the socket's ``getsockname()``); the real port
+        when 0 was asked for.
+
+        Raises:
+            AttributeError: the server was given an ``AF_UNIX`` socket, whose
+                address is a path, not a ``(host, port)``; the message names
+                the path.
+        """
+        address = self._address
+        if address is None:
+            raise AttributeError(
+                f"address: {self!r} serves on an AF_UNIX socket, bound to "
+                f"{self._sockname!r}, which has no (host, port); use that path "
+                "(the transport's get_extra_info('sockname') gives it too)"
+            )
+        return address
 
     @property
     def max_buffer(self) -> int:
@@ -222,7 +261,7 @@ class DatagramServer(LoopBase):
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "serving" if self._serving else "idle"
-        return f"<DatagramServer {format_address(self._address)} {self._poller.name} {state}>"
+        return f"<DatagramServer {format_address(self._sockname)} {self._poller.name} {state}>"
 
     # -- serving ---------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from .._validate import positive_int, seconds
 from ..errors import FdOutOfRangeError, InvalidArgumentError
 from ._listener import Listener
 from ._loop import READ_SIZE, LoopBase, Timer
-from ._net import DEFAULT_HOST, DEFAULT_PORT, bind_socket, format_address
+from ._net import format_address, open_server_socket
 from ._stats import ServerStats
 from ._transport import _APP_PAUSED, _CLOSING, _EOF_IN, _WRITE_PAUSED, Transport
 
@@ -76,7 +76,8 @@ class Server(LoopBase):
     """A TCP server on one :class:`~pollkit.Poller`: ``protocol_factory()`` per connection.
 
     The constructor binds and listens at once, so :attr:`address` is known
-    (``port=0`` picks a free port) and a busy port fails here;
+    (``port=0`` picks a free port) and a busy port fails here (or it serves
+    on a socket the caller made: ``sock``);
     :meth:`serve_forever` then serves until :meth:`shutdown`.  The poller
     stays the caller's: the server registers its sockets while serving and
     unregisters them afterwards, but never closes the poller.  The server
@@ -89,7 +90,9 @@ class Server(LoopBase):
             :class:`Protocol` or :class:`BufferedProtocol` it returns gets
             ``connection_made(transport)``.
         host, port: where to listen; IPv4 or IPv6 (``"::1"``), resolved with
-            ``getaddrinfo()``, first address wins.
+            ``getaddrinfo()``, first address wins.  ``None`` (the defaults):
+            ``"127.0.0.1"`` (loopback only: every interface is ``"0.0.0.0"``
+            or ``"::"``) and port 8888.
         max_clients: connections served at once; more are accepted and
             closed at once.
         idle_timeout: seconds without progress in either direction after
@@ -102,17 +105,33 @@ class Server(LoopBase):
             waits for pending output to be sent and acknowledged.
         reuse_port: set ``SO_REUSEPORT`` so that several servers (processes)
             share the port; the kernel spreads connections over them.
-        backlog: the listening socket's accept queue length.
+        backlog: the listening socket's accept queue length (a ``sock``
+            given gets ``listen(backlog)`` too: on a socket already
+            listening that only sets the length anew).
         socket_buffer: ``SO_SNDBUF`` and ``SO_RCVBUF`` for every connection,
             in bytes (the kernel doubles it); ``None`` leaves the kernel's
             autotuning on.  Set on the listening socket, whose connections
             inherit it.
+        sock: serve on this socket instead of binding one (a socket bound by
+            the caller, inherited by systemd socket activation, or bound to
+            port 0 by a test), as asyncio's ``create_server(sock=...)``.  A
+            ``SOCK_STREAM`` TCP socket, ``AF_INET`` or ``AF_INET6``, open and
+            bound (listening or not), not a connection; ``AF_UNIX`` is
+            refused (the server sets ``TCP_NODELAY`` on every accepted
+            connection).  It excludes ``host``, ``port`` and ``reuse_port``
+            (set ``SO_REUSEPORT`` before ``bind()``).  Once the constructor
+            has returned the server owns the socket: it is made non-blocking,
+            and closed by :meth:`close` (or when :meth:`serve_forever`
+            returns).  A constructor that raises leaves it open, the
+            caller's.
 
     Raises:
-        InvalidArgumentError: a bad port, limit or timeout, or a
-            ``protocol_factory`` that is not callable (the message names it).
+        InvalidArgumentError: a bad port, limit or timeout, a
+            ``protocol_factory`` that is not callable, a ``sock`` that is not
+            an open, bound TCP socket, or ``sock`` with ``host``, ``port``
+            or ``reuse_port`` (the message names the value).
         OSError: the address does not resolve, or cannot be bound (busy
-            port: ``errno.EADDRINUSE``).
+            port: ``errno.EADDRINUSE``); ``listen()`` on ``sock`` failed.
     """
 
     _kind = "Server"
@@ -121,8 +140,8 @@ class Server(LoopBase):
         self,
         poller: Poller,
         protocol_factory: Callable[[], Protocol | BufferedProtocol],
-        host: str = DEFAULT_HOST,
-        port: int = DEFAULT_PORT,
+        host: str | None = None,
+        port: int | None = None,
         *,
         max_clients: int = DEFAULT_MAX_CLIENTS,
         idle_timeout: float | None = None,
@@ -131,8 +150,10 @@ class Server(LoopBase):
         reuse_port: bool = False,
         backlog: int = socket.SOMAXCONN,
         socket_buffer: int | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
-        check_port("port", port)
+        if port is not None:
+            check_port("port", port)
         if not callable(protocol_factory):
             raise InvalidArgumentError(f"protocol_factory = {protocol_factory!r} is not callable")
         self._max_clients = positive_int("max_clients", max_clients)
@@ -149,7 +170,9 @@ class Server(LoopBase):
         if socket_buffer is not None:
             positive_int("socket_buffer", socket_buffer)
         self._protocol_factory = protocol_factory
-        sock = bind_socket(host, port, udp=False, reuse_port=bool(reuse_port), backlog=backlog)
+        sock, made = open_server_socket(
+            host, port, sock, udp=False, reuse_port=bool(reuse_port), backlog=backlog
+        )
         try:
             if socket_buffer is not None:
                 for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -157,8 +180,10 @@ class Server(LoopBase):
             self._address: tuple[str, int] = sock.getsockname()[:2]
             super().__init__(poller)
         except BaseException:
-            sock.close()
+            if made:  # a socket the caller gave stays the caller's
+                sock.close()
             raise
+        sock.setblocking(False)  # nothing fails from here on: the socket is the server's
         self._listener = Listener(self, sock)
         self._track_time = self._idle_timeout is not None
         # Read into and dropped: input a closing connection must not leave unread.
@@ -180,7 +205,8 @@ class Server(LoopBase):
 
     @property
     def address(self) -> tuple[str, int]:
-        """The bound ``(host, port)``; the real port when 0 was asked for."""
+        """The bound ``(host, port)`` (the socket's ``getsockname()``); the real port
+        when 0 was asked for."""
         return self._address
 
     @property
