@@ -56,8 +56,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from pollkit import open_poller
-from pollkit._validate import port_arg, positive_int_arg, seconds_arg
-from pollkit.cli import ArgumentParser, backend_argument
+from pollkit.cli import ArgumentParser, backend_argument, port_arg, positive_int_arg, seconds_arg
 from pollkit.errors import PollkitError
 from pollkit.server import (
     DEFAULT_GRACE_PERIOD,

@@ -102,3 +102,33 @@ def test_pytest_example_runs_once_per_driver_as_the_page_shows(
 
 def _fnmatch_escape(text: str) -> str:
     return re.sub(r"[][*?]", lambda match: f"[{match.group()}]", text)
+
+
+@pytest.mark.timeout(30)
+def test_examples_use_only_public_names() -> None:
+    """What a reader copies from an example must not break at pollkit's next release:
+    every name it imports from pollkit is in its module's ``__all__``."""
+    import ast
+    import importlib
+
+    sources = sorted(EXAMPLES.glob("*.py")) + sorted((DOCS.parent / "examples").glob("*.py"))
+    assert sources, "no examples found"
+    private: list[str] = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                private += [
+                    f"{path.name}: import {alias.name}"
+                    for alias in node.names
+                    if alias.name.split(".")[0] == "pollkit" and "._" in alias.name
+                ]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pollkit"):
+                module = importlib.import_module(node.module or "")
+                hidden = any(part.startswith("_") for part in module.__name__.split("."))
+                public = set() if hidden else set(getattr(module, "__all__", ()))
+                private += [
+                    f"{path.name}: from {node.module} import {alias.name}"
+                    for alias in node.names
+                    if alias.name not in public
+                ]
+    assert not private, private

@@ -14,6 +14,7 @@ Python, but nobody means one second or one client by it.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -88,8 +89,7 @@ def as_argument(parse: Callable[[str], _T]) -> Callable[[str], _T]:
         except InvalidArgumentError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    argument.__name__ = getattr(parse, "__name__", "argument")
-    return argument
+    return functools.update_wrapper(argument, parse)
 
 
 def _int_text(text: str) -> int | str:
@@ -108,18 +108,18 @@ def _float_text(text: str) -> float | str:
 
 @as_argument
 def positive_int_arg(text: str) -> int:
-    """``--flag N`` with N >= 1."""
+    """An argparse ``type=`` for ``--flag N`` with a whole N >= 1."""
     return positive_int(None, _int_text(text))
 
 
 @as_argument
 def port_arg(text: str) -> int:
-    """``--port N``, 0-65535."""
+    """An argparse ``type=`` for ``--port N``, a whole N in 0-65535 (0: any free port)."""
     return port(None, _int_text(text))
 
 
 def seconds_arg(*, allow_zero: bool) -> Callable[[str], float]:
-    """``--flag SECONDS``: finite, and ``> 0`` unless ``allow_zero``."""
+    """An argparse ``type=`` for ``--flag SECONDS``: finite, and ``> 0`` unless ``allow_zero``."""
 
     @as_argument
     def seconds_text(text: str) -> float:

@@ -4,6 +4,12 @@ Every subcommand lives in a module with an ``add_commands(subparsers)``
 function that adds its parser and sets ``func`` to a callable taking the
 parsed namespace and returning the exit status.  A bad command line prints one
 line on stderr and exits 2; a runtime failure prints one line and exits 1.
+
+The same pieces serve a server's own command line (``examples/resp_server.py``
+uses them): :class:`ArgumentParser` (one-line errors), :func:`backend_argument`
+(``--backend`` with pollkit's names and default) and the argument types
+:func:`port_arg`, :func:`positive_int_arg` and :func:`seconds_arg`, whose
+errors name the value as pollkit's own commands do.
 """
 
 from __future__ import annotations
@@ -25,10 +31,17 @@ from ._backends import (
     backend_status,
     resolve_backend_name,
 )
-from ._validate import backend_arg
+from ._validate import backend_arg, port_arg, positive_int_arg, seconds_arg
 from .errors import PollkitError
 
-__all__ = ["ArgumentParser", "main"]
+__all__ = [
+    "ArgumentParser",
+    "backend_argument",
+    "main",
+    "port_arg",
+    "positive_int_arg",
+    "seconds_arg",
+]
 
 #: Modules that contribute subcommands besides ``info``.
 _COMMAND_MODULES: tuple[str, ...] = ("pollkit.echo.cli", "pollkit.bench.cli")
@@ -42,7 +55,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def backend_argument(parser: argparse.ArgumentParser) -> None:
-    """Add the ``--backend`` option every command shares."""
+    """Add the ``--backend NAME`` option every pollkit command has.
+
+    It takes every name :func:`pollkit.open_poller` takes (a driver,
+    ``auto``, ``debug:``/``chaos:`` ones) and refuses others in one line
+    naming the choices.  Its default is ``None``: ``open_poller(None)``
+    then follows ``$POLLKIT_BACKEND``, else picks automatically.
+    """
     parser.add_argument(
         "--backend",
         metavar="NAME",
@@ -121,6 +140,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pollkit`` command line on ``argv`` (default: ``sys.argv[1:]``); the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
