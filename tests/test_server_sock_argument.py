@@ -410,6 +410,18 @@ def tls_wrapped(sockets: Sockets, directory: str) -> socket.socket:
     return sockets.keep(wrapped)
 
 
+def replaced_by_a_pipe(sockets: Sockets, directory: str, kind: int) -> socket.socket:
+    """A bound socket object whose fd number now holds a pipe (``dup2()`` behind its back)."""
+    sock = sockets.new(kind=kind)
+    read_end, write_end = os.pipe()
+    try:
+        os.dup2(read_end, sock.fileno())
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    return sock  # closing it closes the pipe's copy
+
+
 def netlink(sockets: Sockets, directory: str) -> socket.socket:
     return sockets.keep(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
 
@@ -434,11 +446,16 @@ BAD_FOR_SERVER: list[tuple[str, BadSocket, list[str]]] = [
     ("unbound", lambda sockets, directory: sockets.new(bind=None), ["not bound", "bind()"]),
     ("connected", connected_tcp, ["connected to 127.0.0.1:", "not a connection"]),
     ("tls", tls_wrapped, ["ssl.SSLSocket", "TLS"]),
+    (
+        "fd replaced",
+        lambda sockets, directory: replaced_by_a_pipe(sockets, directory, socket.SOCK_STREAM),
+        ["getsockname() failed", "no longer an open socket"],
+    ),
 ]
 
 BAD_FOR_DATAGRAM_SERVER: list[tuple[str, BadSocket, list[str]]] = [
     ("an int fd", lambda sockets, directory: 3, ["not a socket.socket"]),
-    ("None-like object", lambda sockets, directory: object(), ["not a socket.socket"]),
+    ("an object", lambda sockets, directory: object(), ["not a socket.socket"]),
     (
         "closed",
         lambda sockets, directory: closed(sockets.new(kind=socket.SOCK_DGRAM)),
@@ -454,7 +471,12 @@ BAD_FOR_DATAGRAM_SERVER: list[tuple[str, BadSocket, list[str]]] = [
     (
         "unbound unix",
         lambda sockets, directory: sockets.new(socket.AF_UNIX, socket.SOCK_DGRAM, bind=None),
-        ["not bound", "bind()"],
+        ["not bound", "bind() it to a path"],
+    ),
+    (
+        "fd replaced",
+        lambda sockets, directory: replaced_by_a_pipe(sockets, directory, socket.SOCK_DGRAM),
+        ["getsockname() failed", "no longer an open socket"],
     ),
 ]
 

@@ -143,6 +143,14 @@ def check_socket(sock: object, *, udp: bool) -> socket.socket:
         )
     if sock.fileno() == -1:
         raise InvalidArgumentError(f"{subject} is closed; pass an open socket")
+    try:
+        # First: it fails for an fd closed or replaced behind the object's back.
+        sockname = sock.getsockname()
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"{subject}: getsockname() failed ({exc.strerror}); its fd is no longer an open "
+            "socket: pass an open, bound socket"
+        ) from None
     family = sock.family
     if udp:
         if sock.type != socket.SOCK_DGRAM:
@@ -179,14 +187,10 @@ def check_socket(sock: object, *, udp: bool) -> socket.socket:
             raise InvalidArgumentError(
                 f"{subject} does not take TCP_NODELAY ({exc.strerror}); Server serves TCP only"
             ) from None
-    try:
-        sockname = sock.getsockname()
-    except OSError as exc:
-        raise InvalidArgumentError(
-            f"{subject}: getsockname() failed ({exc.strerror}); pass an open, bound socket"
-        ) from None
-    bound = bool(sockname) if family == socket.AF_UNIX else sockname[1] != 0
-    if not bound:
+    if family == socket.AF_UNIX:
+        if not sockname:
+            raise InvalidArgumentError(f"{subject} is not bound; bind() it to a path first")
+    elif sockname[1] == 0:
         raise InvalidArgumentError(
             f"{subject} is not bound; bind() it first (port 0 lets the kernel pick one)"
         )
