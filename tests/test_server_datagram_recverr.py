@@ -112,7 +112,9 @@ class Prober(DatagramProtocol):
     ``big`` sends a datagram too large for loopback with ``IPV6_DONTFRAG``
     set (a local ``EMSGSIZE``); anything else is answered ``re:`` + data.
     The answer goes first: a ``sendto()`` made while the socket holds a
-    pending ICMP error fails with that error instead of sending.
+    pending ICMP error fails with that error instead of sending -- which
+    ``probe first`` does on purpose (the ICMP error for a loopback datagram
+    is in before its ``sendto()`` returns, as a rule).
     """
 
     def __init__(self, recverr: bool, closed: tuple[Any, ...]) -> None:
@@ -136,6 +138,10 @@ class Prober(DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         assert self.transport is not None
+        if data == b"probe first":
+            self.transport.sendto(b"to nobody", self.closed)
+            self.transport.sendto(b"re:" + data, addr)
+            return
         self.transport.sendto(b"re:" + data, addr)
         if data == b"probe":
             self.transport.sendto(b"to nobody", self.closed)
@@ -233,9 +239,31 @@ def test_with_recverr_each_icmp_error_reaches_error_received_once(
         for number in range(1, PROBES + 1):
             setup.ask(b"probe")
             _refused(setup.protocol.wait_errors(number))
+        setup.idle_reports()  # time for a second report of any of them
         setup.ask(b"after the errors")
         errors = setup.protocol.error_list()
     assert len(errors) == PROBES, errors
+    _refused(errors)
+
+
+@pytest.mark.timeout(30)
+def test_with_recverr_an_icmp_error_a_sendto_raises_is_reported_once(
+    poller: Poller, host: str
+) -> None:
+    """The error queue holds the error the next ``sendto()`` raised: one report, not two."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with (
+        prober(poller, host, recverr=True) as setup,
+        socket.socket(family, socket.SOCK_DGRAM) as other,
+    ):
+        other.bind((host, 0))
+        # The answer is lost when its sendto() raises the probe's error: not awaited.
+        other.sendto(b"probe first", setup.server.address)
+        _refused(setup.protocol.wait_errors(1))
+        setup.idle_reports()  # time for a second report of the same error
+        setup.ask(b"after the error")
+        errors = setup.protocol.error_list()
+    assert len(errors) == 1, errors
     _refused(errors)
 
 
