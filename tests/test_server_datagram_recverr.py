@@ -187,13 +187,16 @@ class Setup:
         assert reply == b"re:" + data
 
     def idle_reports(self) -> int:
-        """Reports of the server's socket over :data:`TURNS` turns of the loop."""
-        fd = self.protocol.fd
-        before = on_loop(self.server, lambda: self.counter.reports.get(fd, 0))
-        for _ in range(TURNS):
-            on_loop(self.server, lambda: None)
-        after = on_loop(self.server, lambda: self.counter.reports.get(fd, 0))
-        return after - before
+        return idle_reports(self.server, self.counter, self.protocol.fd)
+
+
+def idle_reports(server: DatagramServer, counter: ReportCounter, fd: int) -> int:
+    """Reports of ``fd`` over :data:`TURNS` turns of the server's loop."""
+    before = on_loop(server, lambda: counter.reports.get(fd, 0))
+    for _ in range(TURNS):
+        on_loop(server, lambda: None)
+    after = on_loop(server, lambda: counter.reports.get(fd, 0))
+    return after - before
 
 
 @contextlib.contextmanager
@@ -332,6 +335,48 @@ def test_without_recverr_a_local_send_error_is_reported_once(poller: Poller) -> 
         setup.ask(b"after the error")
         errors = setup.protocol.error_list()
     assert [getattr(error, "errno", None) for error in errors] == [errno.EMSGSIZE], errors
+    assert reports < IDLE_REPORTS, (
+        f"the server's socket was reported on {reports} of {TURNS} turns of an idle loop"
+    )
+
+
+@pytest.mark.timeout(30)
+def test_without_recverr_a_connected_socket_reports_an_icmp_error_once(
+    poller: Poller, host: str
+) -> None:
+    """A connected socket hears of the error without IP_RECVERR: once, as its pending error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    closed = closed_address(host)
+    counter = ReportCounter(poller)
+    protocols: list[Prober] = []
+
+    def factory() -> Prober:
+        protocols.append(Prober(False, closed))
+        return protocols[-1]
+
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, 0))
+        sock.connect(closed)
+        server = DatagramServer(counter, factory, sock=sock)
+    except BaseException:
+        sock.close()  # the server owns it only once its constructor has returned
+        raise
+    with server, running(server, counter):
+        wait_until(lambda: protocols, what="the datagram protocol made")
+        protocol = protocols[0]
+
+        def send() -> None:
+            assert protocol.transport is not None
+            protocol.transport.sendto(b"to nobody", closed)
+
+        on_loop(server, send)
+        _refused(protocol.wait_errors(1))
+        reports = idle_reports(server, counter, protocol.fd)
+        errors = protocol.error_list()
+    assert len(poller) == 0, "the server left registrations in the caller's poller"
+    assert len(errors) == 1, errors
+    _refused(errors)
     assert reports < IDLE_REPORTS, (
         f"the server's socket was reported on {reports} of {TURNS} turns of an idle loop"
     )
