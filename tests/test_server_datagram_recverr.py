@@ -7,7 +7,8 @@ depends on ``IP_RECVERR`` (``IPV6_RECVERR``), which an application may set on
 
 * Without it, an unconnected UDP socket hears nothing of the error (Linux
   reports ICMP errors to an unconnected socket only with ``IP_RECVERR``):
-  no ``error_received()``, and the socket stays quiet.
+  no ``error_received()``, and the socket stays quiet.  A connected socket
+  (``DatagramServer(sock=...)``) gets it as its pending error, raised once.
 * With it, the kernel sets the socket's pending error (which the next
   ``recvfrom()`` or ``sendto()`` raises, once) *and* queues the error on the
   socket's error queue, where it stays until read with
