@@ -56,11 +56,6 @@ PROBES = 3
 #: The largest UDP payload over IPv6: with its headers, past loopback's MTU.
 TOO_BIG_FOR_LOOPBACK = 65527
 
-SPINS = (
-    "the server never reads the socket's error queue: with IP_RECVERR the "
-    "queued error keeps poll() reporting the socket (a busy loop)"
-)
-
 LOOPBACK = {"ipv4": "127.0.0.1", "ipv6": "::1"}
 
 
@@ -272,7 +267,6 @@ def test_with_recverr_an_icmp_error_a_sendto_raises_is_reported_once(
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason=SPINS)
 def test_with_recverr_the_server_is_idle_after_an_icmp_error(poller: Poller, host: str) -> None:
     with prober(poller, host, recverr=True) as setup:
         setup.ask(b"probe")
@@ -285,7 +279,6 @@ def test_with_recverr_the_server_is_idle_after_an_icmp_error(poller: Poller, hos
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason=SPINS)
 def test_with_recverr_a_local_send_error_is_reported_once_and_not_again(
     poller: Poller,
 ) -> None:

@@ -9,9 +9,18 @@
   quarter of it: memory stays bounded whatever the peers send.
 * Reads are bounded per readiness report (``DATAGRAM_BATCH``), so that a
   flood on the socket cannot hold up timers and the application's readers.
-* A send or receive error (often an ICMP "port unreachable" for an earlier
-  datagram, reported on a later call) goes to ``error_received()``; serving
-  goes on.
+* A send or receive error goes to ``error_received()``, once; serving goes
+  on.  Linux tells an unconnected UDP socket of an ICMP error (a "port
+  unreachable" for an earlier datagram) only when the application has set
+  ``IP_RECVERR`` (``IPV6_RECVERR``) on it.  The kernel then both sets the
+  socket's pending error, which the next ``recvfrom()`` or ``sendto()``
+  raises, and keeps the error on the socket's error queue, and poll reports
+  ``ERROR`` (select: readable) until the queue is read.  So the server reads
+  the queue (``recvmsg(MSG_ERRQUEUE)``, bounded per readiness report) on an
+  ``ERROR`` report, on a report that found nothing to do, and when a call
+  fails; an error that a call raised and the queue holds too (that ICMP
+  error, a local ``EMSGSIZE``) is reported from the queue only.  Entries that
+  are not errors (timestamps, zero-copy completions) are dropped.
 * A graceful stop stops reading and sends the queued datagrams first, for up
   to ``grace_period`` seconds.
 """
@@ -19,7 +28,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -52,6 +63,24 @@ _WRITE = int(Events.WRITE)
 _FAILURE = int(Events.ERROR | Events.HANGUP | Events.INVALID)
 _READ_OR_FAILURE = _READ | _FAILURE
 _WRITE_OR_FAILURE = _WRITE | _FAILURE
+
+# The socket's error queue (ip(7), linux/errqueue.h).  Each entry carries a
+# struct sock_extended_err in an IP_RECVERR or IPV6_RECVERR control message;
+# its first fields are ee_errno (u32) and ee_origin (u8).
+_MSG_ERRQUEUE: int = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+_RECVERR_MESSAGES = frozenset(
+    {
+        (socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)),
+        (socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25)),
+    }
+)
+_EXTENDED_ERR = struct.Struct("=IB")
+# Origins of entries that are notifications, not errors: SO_EE_ORIGIN_TIMESTAMPING
+# (SO_TIMESTAMPING) and SO_EE_ORIGIN_ZEROCOPY (MSG_ZEROCOPY completions).
+_NOT_ERRORS = frozenset({4, 5})
+# Room for the extended error with the offender's address, and for the
+# IP_PKTINFO-like messages the application may have asked for.
+_ERRQUEUE_ANCILLARY = 512
 
 
 class DatagramTransport:
@@ -206,6 +235,9 @@ class DatagramServer(LoopBase):
         sock.setblocking(False)  # nothing fails from here on: the socket is the server's
         self._sock = sock
         self._fd = sock.fileno()
+        # Only IP sockets have an error queue: an AF_UNIX socket ignores
+        # MSG_ERRQUEUE and would hand over a datagram instead.
+        self._has_errqueue = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._events = 0
         self._flow_paused = False
         self._queue: deque[tuple[bytes, Any]] = deque()
@@ -276,20 +308,31 @@ class DatagramServer(LoopBase):
             log.exception("%s.connection_made() raised", type(protocol).__name__)
 
     def _ready(self, mask: int) -> None:
+        failure = mask & _FAILURE
+        if failure:
+            # The error queue is not empty: poll() reports ERROR until it is
+            # read.  (A pending error alone is raised by the next call.)
+            self._drain_errors()
+        acted = False
         if mask & _WRITE_OR_FAILURE and self._queue:
-            self._flush()
+            acted = self._flush()
         if mask & _READ_OR_FAILURE and self._events & _READ:
-            self._receive()
+            acted = self._receive() or acted
+        if not acted and not failure:
+            # select reports a non-empty error queue as READ (and WRITE): a
+            # report that found nothing to do may be one.
+            self._drain_errors()
 
-    def _receive(self) -> None:
+    def _receive(self) -> bool:
+        """Read a batch; False if the first read found nothing."""
         sock = self._sock
         protocol = self._protocol
         assert protocol is not None
-        for _ in range(DATAGRAM_BATCH):
+        for count in range(DATAGRAM_BATCH):
             try:
                 data, peer = sock.recvfrom(READ_SIZE)
             except (BlockingIOError, InterruptedError):
-                return
+                return count > 0
             except OSError as exc:  # an ICMP error reported for an earlier datagram
                 self._error(exc)
                 continue
@@ -298,9 +341,50 @@ class DatagramServer(LoopBase):
             except Exception:  # logged; the server goes on
                 log.exception("%s.datagram_received() raised", type(protocol).__name__)
             if not self._events & _READ or self._stop_requested:
-                return  # the queue passed max_buffer, or a stop began
+                return True  # the queue passed max_buffer, or a stop began
+        return True
 
     def _error(self, exc: OSError) -> None:
+        """A call on the socket raised ``exc``: report it, once.
+
+        With ``IP_RECVERR`` the error queue may hold it too (the ICMP error
+        behind a pending error, a local ``EMSGSIZE``): the queue is read first,
+        and an entry with the same errno stands for ``exc``.
+        """
+        if not self._drain_errors(exc.errno):
+            self._report(exc)
+
+    def _drain_errors(self, twin: int | None = None) -> bool:
+        """Report each error on the error queue; True if one has errno ``twin``.
+
+        At most ``DATAGRAM_BATCH`` entries per call: what is left keeps the
+        socket reported, and the next turn goes on.  (The kernel queues no
+        more than the socket's receive buffer takes.)
+        """
+        if not self._has_errqueue:
+            return False
+        sock = self._sock
+        found = False
+        for _ in range(DATAGRAM_BATCH):
+            try:
+                _, ancillary, _, addr = sock.recvmsg(0, _ERRQUEUE_ANCILLARY, _MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                break  # empty
+            except OSError as exc:
+                log.debug("datagram socket: reading the error queue failed: %s", exc)
+                break
+            for level, kind, data in ancillary:
+                if (level, kind) not in _RECVERR_MESSAGES or len(data) < _EXTENDED_ERR.size:
+                    continue
+                code, origin = _EXTENDED_ERR.unpack_from(data)
+                if not code or origin in _NOT_ERRORS:
+                    continue
+                found = found or code == twin
+                where = f" (a datagram to {format_address(addr)})" if addr else ""
+                self._report(OSError(code, os.strerror(code) + where))
+        return found
+
+    def _report(self, exc: OSError) -> None:
         log.debug("datagram socket error: %s", exc)
         protocol = self._protocol
         if protocol is None:
@@ -317,9 +401,11 @@ class DatagramServer(LoopBase):
             self._flow_paused = True
         self._update_events()
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Send from the queue; False if the first send found the socket full."""
         sock = self._sock
         queue = self._queue
+        sent = False
         while queue:
             data, peer = queue[0]
             try:
@@ -328,6 +414,7 @@ class DatagramServer(LoopBase):
                 break
             except OSError as exc:
                 self._error(exc)
+            sent = True
             queue.popleft()
             self._queued_bytes -= len(data)
         if self._flow_paused and self._queued_bytes <= self._low_water:
@@ -335,6 +422,7 @@ class DatagramServer(LoopBase):
         self._update_events()
         if self._draining and not queue:
             self._attention = True
+        return sent
 
     def _update_events(self) -> None:
         if self._closed:
