@@ -9,6 +9,14 @@ Nagle's algorithm.
   loop that reads into one reused buffer, writes straight away, and asks for
   ``EPOLLOUT`` only while output is pending (and stops reading that client
   meanwhile, so memory stays bounded).  No ``epoll_ctl`` per message.
+* ``protocol-floor``: the least any asyncio-style ``Protocol`` layer does,
+  with none of a server's defences: the same epoll loop, but each read is
+  ``os.read()`` into a new ``bytes`` handed to ``data_received()``, whose
+  ``transport.write()`` (Python code) sends at once and keeps what the
+  kernel did not take.  No limits, timeouts, states or error isolation.  It
+  shows what the ``Protocol`` contract itself costs over ``raw-epoll`` (a
+  bytes object per read, a Python call per write), apart from what
+  pollkit's defences add.
 * ``selectors``: the same loop on stdlib ``selectors.DefaultSelector``.
 * ``asyncio-protocol``: ``asyncio.Protocol`` whose ``data_received`` writes
   the data back.
@@ -22,14 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import select
 import selectors
 import socket
 import sys
 from collections.abc import Callable, Sequence
 
-from pollkit._validate import port_arg
-from pollkit.cli import ArgumentParser
+from pollkit.cli import ArgumentParser, port_arg
 
 _BUFFER_SIZE = 65536
 
@@ -122,6 +130,84 @@ def serve_raw_epoll(listener: socket.socket) -> None:
             if sent < received:
                 pending[fd] = bytes(view[sent:received])
                 epoll.modify(fd, epollout)
+
+
+class _FloorTransport:
+    """``protocol-floor``'s transport: send at once, buffer the rest, nothing more."""
+
+    __slots__ = ("_epoll", "_fd", "_out", "_protocol", "_sock")
+
+    def __init__(self, epoll: select.epoll, sock: socket.socket, protocol: _FloorEcho) -> None:
+        self._epoll = epoll
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._out: bytearray | None = None
+        self._protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        if self._out is not None:
+            self._out += data
+            return
+        try:
+            sent = self._sock.send(data, socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            sent = 0
+        if sent != len(data):
+            self._out = bytearray(data[sent:])
+            self._epoll.modify(self._fd, select.EPOLLOUT)  # and stop reading meanwhile
+
+    def flush(self) -> None:
+        out = self._out
+        assert out is not None
+        sent = self._sock.send(out, socket.MSG_NOSIGNAL)
+        del out[:sent]
+        if not out:
+            self._out = None
+            self._epoll.modify(self._fd, select.EPOLLIN)
+
+
+class _FloorEcho:
+    """An echo ``Protocol`` as pollkit's is written: the transport's write is data_received."""
+
+    __slots__ = ("data_received",)
+
+    def connection_made(self, transport: _FloorTransport) -> None:
+        self.data_received = transport.write
+
+
+def serve_protocol_floor(listener: socket.socket) -> None:
+    """``raw-epoll``'s loop handing each read to a Protocol as bytes (never returns)."""
+    epoll = select.epoll()
+    poll = epoll.poll
+    listen_fd = listener.fileno()
+    epoll.register(listen_fd, select.EPOLLIN)
+    transports: dict[int, _FloorTransport] = {}
+    read = os.read
+    epollin, epollout = select.EPOLLIN, select.EPOLLOUT
+    while True:
+        for fd, events in poll():
+            if fd == listen_fd:
+                for conn in _accept_all(listener):
+                    protocol = _FloorEcho()
+                    transport = transports[conn.fileno()] = _FloorTransport(epoll, conn, protocol)
+                    protocol.connection_made(transport)
+                    epoll.register(conn.fileno(), epollin)
+                continue
+            transport = transports[fd]
+            try:
+                if events & epollout:
+                    transport.flush()
+                    continue
+                data = read(fd, _BUFFER_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                epoll.unregister(fd)
+                transports.pop(fd)._sock.close()
+                continue
+            transport._protocol.data_received(data)
 
 
 def serve_selectors(listener: socket.socket) -> None:
@@ -239,6 +325,7 @@ def serve_uvloop_protocol(listener: socket.socket) -> None:
 #: Peer name -> the function that serves on a listening socket.
 PEERS: dict[str, Callable[[socket.socket], None]] = {
     "raw-epoll": serve_raw_epoll,
+    "protocol-floor": serve_protocol_floor,
     "selectors": serve_selectors,
     "asyncio-protocol": serve_asyncio_protocol,
     "asyncio-streams": serve_asyncio_streams,
@@ -253,6 +340,7 @@ def available_peers() -> dict[str, str | None]:
         status["uvloop-protocol"] = "uvloop is not installed (pip install uvloop)"
     if not hasattr(select, "epoll"):
         status["raw-epoll"] = "this platform has no select.epoll"
+        status["protocol-floor"] = "this platform has no select.epoll"
     return status
 
 

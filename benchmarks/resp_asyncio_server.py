@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pollkit._validate import port_arg
+from pollkit.cli import port_arg
 
 _MAX_REQUEST = 1 << 20  # a request larger than this is refused, then the connection closed
 

@@ -19,10 +19,11 @@ what ``pollkit bench`` measures, they compare pollkit with its peers:
   ``selectors`` and a bare wrapper (one Python method around the raw call,
   the least any wrapper with pollkit's result contract can cost);
 * ``echo``: ``pollkit echo`` on each driver against the servers of
-  ``peers.py`` (raw ``select.epoll`` loop, selectors, asyncio Protocol and
-  streams, uvloop Protocol), driven by ``loadgen.c`` where a C compiler
-  exists; targets at 50 connections x 1 KiB: pollkit-epoll's CPU per message
-  at most 1.05 times raw-epoll's and below uvloop's;
+  ``peers.py`` (raw ``select.epoll`` loop, the same loop under a minimal
+  Protocol layer, selectors, asyncio Protocol and streams, uvloop Protocol),
+  driven by ``loadgen.c`` where a C compiler exists; targets at 50
+  connections x 1 KiB (many short rounds there): pollkit-epoll's CPU per
+  message at most 1.05 times raw-epoll's and below uvloop's;
 * ``memory`` (``memory.py``): bytes per held idle connection; target on epoll
   at most 512 B at 5,000 connections;
 * ``workers``: ``pollkit echo --workers N``, servers unpinned;
@@ -65,7 +66,14 @@ from pollkit.bench.harness import (
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "docs" / "_static" / "bench"
 STUDIES = ("overhead", "scaling", "echo", "memory", "workers", "resp")
-PEERS = ("raw-epoll", "selectors", "asyncio-protocol", "asyncio-streams", "uvloop-protocol")
+PEERS = (
+    "raw-epoll",
+    "protocol-floor",
+    "selectors",
+    "asyncio-protocol",
+    "asyncio-streams",
+    "uvloop-protocol",
+)
 TARGET_POINT = (50, 1024)
 CPU = "server_cpu_ns_per_message"
 
@@ -77,8 +85,11 @@ FULL: dict[str, Any] = {
     "echo_connections": [1, 10, 50, 500, 5000],
     "echo_sizes": [64, 1024, 16384, 65536],
     "echo_rounds": 7,
-    # pollkit, the raw loop and uvloop lie a few percent apart at the targets' point.
-    "echo_target_rounds": 15,
+    # pollkit, the raw loop and uvloop lie a few percent apart at the targets' point,
+    # and this machine's speed drifts over seconds: short rounds, interleaved,
+    # pair the contenders closer in time (see docs/performance.md), so many.
+    "echo_target_rounds": 61,
+    "echo_target_duration": 0.2,
     "echo_duration": 1.0,
     "memory_connections": [1000, 5000, 10000],
     "memory_warm": 50,
@@ -96,6 +107,7 @@ QUICK = FULL | {
     "echo_sizes": [1024],
     "echo_rounds": 1,
     "echo_target_rounds": 1,
+    "echo_target_duration": 0.3,
     "echo_duration": 0.3,
     "memory_connections": [200],
     "memory_warm": 20,
@@ -246,7 +258,8 @@ def studies(sizes: dict[str, Any], specs: list[str], progress: Progress) -> dict
     def run_echo() -> dict[str, Any]:
         generator = _c_generator(progress) or echo.python_generator
         peers, skipped = _peers()
-        order = ["raw-epoll", "pollkit-epoll", "uvloop-protocol"]  # compared pairs side by side
+        # Compared pairs side by side in the round order.
+        order = ["raw-epoll", "pollkit-epoll", "protocol-floor", "uvloop-protocol"]
         contenders = sorted(
             peers + echo.pollkit_contenders(specs),
             key=lambda c: order.index(c.name) if c.name in order else len(order),
@@ -256,6 +269,7 @@ def studies(sizes: dict[str, Any], specs: list[str], progress: Progress) -> dict
         cross = [(c, size) for c in sizes["echo_connections"]]
         cross += [(count, s) for s in sizes["echo_sizes"] if (count, s) not in cross]
         rounds = {True: sizes["echo_target_rounds"], False: sizes["echo_rounds"]}
+        duration = {True: sizes["echo_target_duration"], False: sizes["echo_duration"]}
         points = []
         for at_target in (True, False):
             chosen = [p for p in cross if (p == TARGET_POINT) == at_target]
@@ -266,7 +280,7 @@ def studies(sizes: dict[str, Any], specs: list[str], progress: Progress) -> dict
                     chosen,
                     rounds[at_target],
                     progress,
-                    duration=sizes["echo_duration"],
+                    duration=duration[at_target],
                     base="raw-epoll",
                     generator=generator,
                 )
