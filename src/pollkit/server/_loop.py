@@ -491,8 +491,12 @@ class LoopBase:
                     conn._last_active = now
                     if size != read_size and len(data) == size:
                         conn._read_size = read_size  # see FIRST_READ_SIZE
+                    # Looked up once (see Transport), and read as an attribute:
+                    # CPython 3.11 specialises loading a slot, not calling
+                    # one as a method (conn._data_received(data)).
+                    received = conn._data_received
                     try:
-                        conn._data_received(data)  # looked up once: see Transport
+                        received(data)
                     except Exception as exc:  # noqa: BLE001  # aborts this connection only
                         conn._callback_failed(exc, "data_received")
                 else:

@@ -552,7 +552,8 @@ class Transport:
             self._read_size = READ_SIZE
         self._last_active = self._server._now
         try:
-            self._data_received(data)
+            received = self._data_received  # an attribute load: see the loop's read
+            received(data)
         except Exception as exc:  # noqa: BLE001  # aborts this connection only
             self._callback_failed(exc, "data_received")
 
