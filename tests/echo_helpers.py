@@ -35,6 +35,18 @@ POLL_INTERVAL = 0.005
 _MAX_STEPS = 1_000_000
 
 
+def ipv6_loopback_works() -> bool:
+    """True if this machine can bind ``::1`` (some containers have no IPv6)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def wait_until(
     predicate: Callable[[], object], *, timeout: float = PROMPT, what: str = "condition"
 ) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "serving",
     "settle",
     "thread_sleeps",
+    "transport_of",
     "wait_unread",
 ]
 
@@ -69,6 +70,20 @@ LOOP_THREAD = "server-loop"
 
 _T = TypeVar("_T")
 _OUTPUT_ONLY = int(Events.ERROR | Events.HANGUP | Events.INVALID)
+
+
+class HasTransport(TypingProtocol):
+    """A protocol that keeps the transport ``connection_made()`` gave it."""
+
+    @property
+    def transport(self) -> Transport | None: ...
+
+
+def transport_of(protocol: HasTransport) -> Transport:
+    """The transport ``connection_made()`` gave ``protocol`` (it must have run)."""
+    transport = protocol.transport
+    assert transport is not None, f"{protocol!r}: connection_made() has not run"
+    return transport
 
 
 class Serves(TypingProtocol):

@@ -6,20 +6,8 @@ import socket
 
 import pytest
 
-from echo_helpers import connect, exchange, serving
+from echo_helpers import connect, exchange, ipv6_loopback_works, serving
 from pollkit import Poller
-
-
-def ipv6_loopback_works() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
 
 pytestmark = pytest.mark.skipif(
     not ipv6_loopback_works(), reason="no IPv6 loopback (::1) on this machine"

@@ -20,7 +20,7 @@ from conftest import open_fds
 from echo_helpers import connect, recv_exactly, wait_until
 from pollkit import InvalidArgumentError, Poller, PollkitError
 from pollkit.server import DatagramProtocol, DatagramServer, Server, Transport
-from server_helpers import CallLog, Recorder, UpperLines, on_loop, serving
+from server_helpers import CallLog, Recorder, UpperLines, on_loop, serving, transport_of
 
 
 def shown(value: object) -> str:
@@ -85,11 +85,6 @@ def connected(poller: Poller) -> Iterator[tuple[Server, Recorder, socket.socket]
     with serving(poller, log.factory) as server, connect(server.address) as sock:
         (protocol,) = log.wait_protocols(1)
         yield server, protocol, sock
-
-
-def transport_of(protocol: Recorder) -> Transport:
-    assert protocol.transport is not None
-    return protocol.transport
 
 
 def still_served(server: Server, protocol: Recorder, sock: socket.socket) -> None:

@@ -36,6 +36,7 @@ from server_helpers import (
     pattern,
     serving,
     settle,
+    transport_of,
     wait_unread,
 )
 
@@ -47,11 +48,6 @@ ONE_READ = 256 * 1024 + 1024
 #: The server's socket buffers (SO_SNDBUF/SO_RCVBUF): small, so that output
 #: waits in the layer, not in a kernel buffer autotuned to megabytes.
 KERNEL_BUFFER = 16384
-
-
-def transport_of(protocol: Producer | UpperLines) -> Transport:
-    assert protocol.transport is not None
-    return protocol.transport
 
 
 @pytest.mark.timeout(60)

@@ -13,7 +13,6 @@ import pytest
 
 from echo_helpers import connect, exchange, read_to_eof, recv_exactly
 from pollkit import Poller
-from pollkit.server import Transport
 from server_helpers import (
     CallLog,
     Made,
@@ -26,12 +25,8 @@ from server_helpers import (
     pattern,
     serving,
     settle,
+    transport_of,
 )
-
-
-def transport_of(protocol: Recorder) -> Transport:
-    assert protocol.transport is not None
-    return protocol.transport
 
 
 def upper(protocol: Recorder, data: bytes) -> None:

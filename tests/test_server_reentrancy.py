@@ -35,16 +35,12 @@ from server_helpers import (
     read_until_eof,
     serving,
     settle,
+    transport_of,
     wait_unread,
 )
 
 #: The server's socket buffers: small, so that big writes wait in the layer.
 KERNEL_BUFFER = 16384
-
-
-def transport_of(protocol: Recorder) -> Transport:
-    assert protocol.transport is not None
-    return protocol.transport
 
 
 def reset(sock: socket.socket) -> None:

@@ -38,23 +38,12 @@ from typing import Any
 import pytest
 
 from conftest import open_fds
-from echo_helpers import PROMPT, connect, exchange
+from echo_helpers import PROMPT, connect, exchange, ipv6_loopback_works
 from pollkit import InvalidArgumentError, Poller
 from pollkit.server import DatagramProtocol, DatagramServer, DatagramTransport, Server
 from server_helpers import UpperLines, lines_payload, on_loop, running
 
 ServerClass = type[Server] | type[DatagramServer]
-
-
-def ipv6_loopback_works() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 needs_ipv6 = pytest.mark.skipif(

@@ -34,12 +34,8 @@ from server_helpers import (
     read_until_eof,
     serving,
     settle,
+    transport_of,
 )
-
-
-def transport_of(protocol: Recorder) -> Transport:
-    assert protocol.transport is not None
-    return protocol.transport
 
 
 @pytest.mark.timeout(30)
