@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from echo_helpers import connect, exchange, read_to_eof, recv_exactly
+from echo_helpers import connect, exchange, ipv6_loopback_works, read_to_eof, recv_exactly
 from pollkit import Events, Poller
 from pollkit.server import BufferedProtocol, Protocol, Server, Transport
 from server_helpers import (
@@ -190,16 +190,7 @@ def test_write_interest_only_while_output_is_pending(poller: Poller) -> None:
         assert not events & WRITE, f"WRITE interest kept after the drain: {Events(events)!r}"
 
 
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+@pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback (::1) here")
 @pytest.mark.timeout(30)
 def test_ipv6_lines_come_back_byte_for_byte(poller: Poller) -> None:
     payload = lines_payload(21, 200_000)
