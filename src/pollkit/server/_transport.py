@@ -191,14 +191,15 @@ class Transport:
         self._idle: float | None = server._idle_timeout
         self._last_active = now
         self._read_size = FIRST_READ_SIZE  # see FIRST_READ_SIZE: grows on a full read
+        # Bound by the server once connection_made() has returned (no read
+        # comes before): see _bind_data_received().
         self._data_received: Callable[[bytes], object] = _no_data_received
-        self._bind_data_received()
 
     def _bind_data_received(self) -> None:
         """Look up the protocol's ``data_received`` once, as uvloop does.
 
-        Called at set-up and again when ``connection_made()`` has returned, so
-        that a protocol may install its own callable there (the echo protocol
+        Called when ``connection_made()`` has returned, so that a protocol
+        may install its own callable there (the echo protocol
         installs the transport's ``write``).  Every read calls what was found:
         an attribute lookup per read is a measurable share of a small message.
         """
